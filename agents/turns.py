@@ -1,0 +1,207 @@
+"""The turn engine: one reply, from LLM stream to response events.
+
+It knows nothing of sockets or storage. It takes messages, a provider and
+an ``emit`` coroutine, and produces exactly this sequence::
+
+    response.created, response.text.delta*, then ONE of
+    response.done | response.cancelled | error (with response_id)
+
+Deltas are coalesced in small time windows: with a fast model that turns a
+thousand tiny events into a few dozen, which is what keeps fan-out cheap.
+Cancellation is explicit (:meth:`Turn.cancel`) rather than task cancellation,
+so the engine can always finish its bookkeeping and emit the final event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agents import telemetry
+from agents.llm.base import ChatMessage, GenerationParams, LLMError, LLMProvider
+
+Emit = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    response_id: str
+    text: str
+    status: str  # complete | cancelled | error
+    error_code: str | None = None
+    error_message: str | None = None
+    pieces: int = 0
+
+
+# (message_id to report) <- finish(result): persists the reply before the final event.
+Finish = Callable[[TurnResult], Awaitable[str]]
+
+_END = object()
+
+
+class Turn:
+    """One reply being generated; :meth:`cancel` stops it (barge-in, shutdown)."""
+
+    def __init__(
+        self,
+        provider: LLMProvider,
+        *,
+        response_id: str,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        coalesce_seconds: float = 0.015,
+        created_fields: dict[str, Any] | None = None,
+    ) -> None:
+        self.provider = provider
+        self.response_id = response_id
+        self.messages = messages
+        self.params = params
+        self.coalesce_seconds = coalesce_seconds
+        self.created_fields = created_fields or {}
+        self._cancel = asyncio.Event()
+        self.cancel_reason: str | None = None
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Stop generating; the turn ends with response.cancelled (or error ``reason``)."""
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+        self._cancel.set()
+
+    async def run(self, emit: Emit, finish: Finish) -> TurnResult:
+        rid = self.response_id
+        await emit({"type": "response.created", "response_id": rid, **self.created_fields})
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        producer = asyncio.create_task(self._produce(queue))
+        cancel_wait = asyncio.create_task(self._cancel.wait())
+        text: list[str] = []
+        buffer: list[str] = []
+        pieces = 0
+        error: LLMError | None = None
+        started = time.perf_counter()
+        first_at: float | None = None
+        provider = self.provider.name
+        getter: asyncio.Task[object] | None = None
+        try:
+            flush_at: float | None = None
+            while True:
+                timeout = None if flush_at is None else max(0.0, flush_at - time.monotonic())
+                # One pending get() survives flush timeouts, so no piece is ever dropped.
+                if getter is None:
+                    getter = asyncio.create_task(queue.get())
+                done, _ = await asyncio.wait(
+                    {getter, cancel_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if cancel_wait in done:
+                    break
+                if getter in done:
+                    item = getter.result()
+                    getter = None
+                    if item is _END:
+                        break
+                    if isinstance(item, LLMError):
+                        error = item
+                        break
+                    pieces += 1
+                    if first_at is None:
+                        first_at = time.perf_counter()
+                        telemetry.FIRST_TOKEN.labels(provider).observe(first_at - started)
+                    buffer.append(str(item))
+                    if flush_at is None:
+                        flush_at = time.monotonic() + self.coalesce_seconds
+                    if time.monotonic() < flush_at:
+                        continue
+                if buffer:
+                    delta = "".join(buffer)
+                    buffer.clear()
+                    text.append(delta)
+                    await emit({"type": "response.text.delta", "response_id": rid, "delta": delta})
+                flush_at = None
+            if error is None and not self._cancel.is_set() and buffer:
+                delta = "".join(buffer)
+                text.append(delta)
+                await emit({"type": "response.text.delta", "response_id": rid, "delta": delta})
+        finally:
+            for task in (producer, cancel_wait, getter):
+                if task is not None:
+                    task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await producer
+        telemetry.TOKENS.labels(provider).inc(pieces)
+        telemetry.RESPONSE_TIME.labels(provider).observe(time.perf_counter() - started)
+        reply = "".join(text)
+        if self._cancel.is_set() and error is None:
+            reason = self.cancel_reason or "cancelled"
+            if reason == "cancelled":
+                result = TurnResult(rid, reply, "cancelled", pieces=pieces)
+                message_id = await finish(result)
+                await emit(
+                    {
+                        "type": "response.cancelled",
+                        "response_id": rid,
+                        "message_id": message_id,
+                        "text": reply,
+                    }
+                )
+            else:
+                result = TurnResult(
+                    rid, reply, "error", reason, _REASONS.get(reason, reason), pieces
+                )
+                message_id = await finish(result)
+                await emit(_error_event(result, message_id))
+        elif error is not None:
+            result = TurnResult(rid, reply, "error", error.code, str(error), pieces)
+            message_id = await finish(result)
+            await emit(_error_event(result, message_id))
+        else:
+            result = TurnResult(rid, reply, "complete", pieces=pieces)
+            message_id = await finish(result)
+            await emit(
+                {
+                    "type": "response.done",
+                    "response_id": rid,
+                    "message_id": message_id,
+                    "text": reply,
+                }
+            )
+        telemetry.RESPONSES.labels(result.status).inc()
+        return result
+
+    async def _produce(self, queue: asyncio.Queue[object]) -> None:
+        stream = self.provider.stream(self.messages, self.params)
+        try:
+            async for piece in stream:
+                if piece:
+                    queue.put_nowait(piece)
+            queue.put_nowait(_END)
+        except LLMError as exc:
+            queue.put_nowait(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a provider bug must still end the reply cleanly
+            queue.put_nowait(LLMError(f"the language model failed: {type(exc).__name__}"))
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+
+_REASONS = {
+    "shutdown": "the server is shutting down; the reply was interrupted",
+    "taken_over": "an operator took over the conversation",
+}
+
+
+def _error_event(result: TurnResult, message_id: str) -> dict[str, Any]:
+    return {
+        "type": "error",
+        "code": result.error_code or "llm_error",
+        "message": result.error_message or "the reply failed",
+        "response_id": result.response_id,
+        "message_id": message_id,
+        "text": result.text,
+    }

@@ -1,0 +1,109 @@
+"""Event log base: append with a monotonic ``seq``, replay after a seq, follow live.
+
+Every server event of a conversation is appended here *before* it is sent.
+Readers never talk to the writer: they replay from the log and then follow
+it, so a socket on any replica sees the same ordered stream, and a client that
+says the last ``seq`` it saw gets exactly what it missed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from typing import Any
+
+Event = dict[str, Any]
+
+
+class ResumeGap(Exception):
+    """The requested position is no longer (or not) in the log."""
+
+    def __init__(self, conversation_id: str, after: int, first_available: int, latest: int):
+        super().__init__(
+            f"events after seq {after} of {conversation_id} are not all retained "
+            f"(retained: {first_available}..{latest})"
+        )
+        self.after = after
+        self.first_available = first_available
+        self.latest = latest
+
+
+class Lagged(Exception):
+    """A subscriber fell too far behind and dropped live events; re-read from the log."""
+
+
+class Subscription(ABC):
+    """Live events of one conversation, from the moment of subscribing."""
+
+    @abstractmethod
+    async def get(self) -> Event:
+        """The next live event; raises :class:`Lagged` if some were dropped."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class EventLog(ABC):
+    """One implementation per hot-state backend (in-process, Redis)."""
+
+    @abstractmethod
+    async def append(self, conversation_id: str, event: Event) -> Event:
+        """Give ``event`` the next seq and ``conversation_id``, store it, and return it."""
+
+    @abstractmethod
+    async def replay(self, conversation_id: str, after: int) -> list[Event]:
+        """Every retained event with ``seq > after``, in order; :class:`ResumeGap` if any is gone."""
+
+    @abstractmethod
+    async def latest_seq(self, conversation_id: str) -> int:
+        """The highest seq issued for the conversation (0 if none)."""
+
+    @abstractmethod
+    async def ensure_floor(self, conversation_id: str, seq: int) -> None:
+        """Make sure the next seq issued is above ``seq`` (after a restart or expiry)."""
+
+    @abstractmethod
+    async def subscribe(self, conversation_id: str) -> Subscription:
+        """Start receiving live events appended from now on."""
+
+    async def ping(self) -> None:
+        """Raise if the backend cannot be reached."""
+
+    async def close(self) -> None:
+        """Release connections and background tasks."""
+
+
+async def follow(log: EventLog, conversation_id: str, after: int) -> AsyncIterator[Event]:
+    """Yield every event with ``seq > after``: the backlog, then live, no gap, no duplicate.
+
+    Subscribes *before* reading the backlog so nothing appended in between is
+    missed, and drops live events already covered by the backlog. A lagging
+    subscription is replaced and the gap refilled from the log. Raises
+    :class:`ResumeGap` when ``after`` is older than what the log retains.
+    """
+    last = after
+    while True:
+        sub = await log.subscribe(conversation_id)
+        try:
+            for event in await log.replay(conversation_id, last):
+                last = event["seq"]
+                yield event
+            while True:
+                try:
+                    event = await sub.get()
+                except Lagged:
+                    break  # resubscribe and refill from the log
+                if event["seq"] <= last:
+                    continue
+                if event["seq"] != last + 1:
+                    break  # a hole in the live stream: refill from the log
+                last = event["seq"]
+                yield event
+        finally:
+            await sub.close()

@@ -1,0 +1,161 @@
+"""In-process event log for the embedded default (one server process).
+
+Retains per conversation at most ``max_events`` events for at most
+``ttl_seconds``. On graceful shutdown it can be saved to a file and loaded on
+the next start, so a client that reconnects after a restart still resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from memory.eventlog.base import Event, EventLog, Lagged, ResumeGap, Subscription
+
+
+class _QueueSubscription(Subscription):
+    def __init__(self, owner: _ConversationLog, maxsize: int) -> None:
+        self._owner = owner
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self.lagged = False
+
+    def offer(self, event: Event) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.lagged = True
+
+    async def get(self) -> Event:
+        if self.lagged and self._queue.empty():
+            self.lagged = False
+            raise Lagged()
+        return await self._queue.get()
+
+    async def close(self) -> None:
+        self._owner.subscribers.discard(self)
+
+
+@dataclass
+class _ConversationLog:
+    last_seq: int = 0
+    events: deque[tuple[float, Event]] = field(default_factory=deque)
+    subscribers: set[_QueueSubscription] = field(default_factory=set)
+
+
+class InProcessEventLog(EventLog):
+    def __init__(
+        self,
+        *,
+        max_events: int = 5000,
+        ttl_seconds: float = 900.0,
+        subscriber_buffer: int = 10_000,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.max_events = max_events
+        self.ttl_seconds = ttl_seconds
+        self.subscriber_buffer = subscriber_buffer
+        self._clock = clock or time.time
+        self._logs: dict[str, _ConversationLog] = {}
+
+    def _log(self, conversation_id: str) -> _ConversationLog:
+        log = self._logs.get(conversation_id)
+        if log is None:
+            log = self._logs[conversation_id] = _ConversationLog()
+        return log
+
+    def _trim(self, log: _ConversationLog) -> None:
+        horizon = self._clock() - self.ttl_seconds
+        events = log.events
+        while events and (len(events) > self.max_events or events[0][0] < horizon):
+            events.popleft()
+
+    async def append(self, conversation_id: str, event: Event) -> Event:
+        # No await between reading and bumping last_seq: appends are atomic on the loop.
+        log = self._log(conversation_id)
+        log.last_seq += 1
+        stored = {**event, "conversation_id": conversation_id, "seq": log.last_seq}
+        log.events.append((self._clock(), stored))
+        self._trim(log)
+        for sub in list(log.subscribers):
+            sub.offer(stored)
+        return stored
+
+    async def replay(self, conversation_id: str, after: int) -> list[Event]:
+        log = self._log(conversation_id)
+        self._trim(log)
+        if after > log.last_seq:
+            raise ResumeGap(conversation_id, after, self._first(log), log.last_seq)
+        if after == log.last_seq:
+            return []
+        first = self._first(log)
+        if after < first - 1:
+            raise ResumeGap(conversation_id, after, first, log.last_seq)
+        return [e for _, e in log.events if e["seq"] > after]
+
+    @staticmethod
+    def _first(log: _ConversationLog) -> int:
+        return log.events[0][1]["seq"] if log.events else log.last_seq + 1
+
+    async def latest_seq(self, conversation_id: str) -> int:
+        log = self._logs.get(conversation_id)
+        return log.last_seq if log else 0
+
+    async def ensure_floor(self, conversation_id: str, seq: int) -> None:
+        log = self._log(conversation_id)
+        if log.last_seq < seq:
+            log.last_seq = seq
+
+    async def subscribe(self, conversation_id: str) -> Subscription:
+        log = self._log(conversation_id)
+        sub = _QueueSubscription(log, self.subscriber_buffer)
+        log.subscribers.add(sub)
+        return sub
+
+    def sweep(self) -> int:
+        """Drop expired events and empty idle logs; return how many logs remain."""
+        for cid, log in list(self._logs.items()):
+            self._trim(log)
+            if not log.events and not log.subscribers:
+                # Forgetting last_seq is safe: the store keeps it per conversation.
+                del self._logs[cid]
+        return len(self._logs)
+
+    # -- persistence across a graceful restart ---------------------------------
+
+    def save(self, path: Path) -> int:
+        """Write retained events to ``path`` (JSON lines); return how many."""
+        count = 0
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
+            for cid, log in self._logs.items():
+                self._trim(log)
+                fh.write(json.dumps({"conversation_id": cid, "last_seq": log.last_seq}) + "\n")
+                for ts, event in log.events:
+                    fh.write(json.dumps({"ts": ts, "event": event}) + "\n")
+                    count += 1
+        tmp.replace(path)
+        return count
+
+    def load(self, path: Path) -> int:
+        """Load events saved by :meth:`save`; a missing file loads nothing."""
+        if not path.exists():
+            return 0
+        count = 0
+        current: _ConversationLog | None = None
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                item = json.loads(line)
+                if "conversation_id" in item:
+                    current = self._log(item["conversation_id"])
+                    current.last_seq = max(current.last_seq, int(item["last_seq"]))
+                elif current is not None:
+                    current.events.append((float(item["ts"]), item["event"]))
+                    count += 1
+        for log in self._logs.values():
+            self._trim(log)
+        return count

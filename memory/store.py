@@ -1,0 +1,448 @@
+"""The durable store: tenants, keys, personas, users, conversations, messages.
+
+Every method that touches tenant-owned rows takes ``tenant_id`` and filters by
+it; there is no way to read another tenant's row through this class. One
+implementation serves SQLite and Postgres (SQLAlchemy 2 async).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from memory.ids import new_id
+from memory.models import (
+    ApiKey,
+    Conversation,
+    Message,
+    Persona,
+    ServerSecret,
+    Tenant,
+    User,
+    utcnow,
+)
+from memory.records import (
+    ApiKeyRecord,
+    ConversationRecord,
+    MessageRecord,
+    PersonaRecord,
+    TenantRecord,
+    UserRecord,
+)
+
+
+class Conflict(Exception):
+    """A unique value (e.g. a persona slug) is already taken in this tenant."""
+
+
+def hash_api_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def generate_api_key() -> str:
+    """A new API key: ``sk_salon_`` + 43 url-safe characters (256 bits)."""
+    return "sk_salon_" + secrets.token_urlsafe(32)
+
+
+class Store:
+    """Tenant-scoped access to the durable store."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncSession]:
+        async with self._sessions() as session, session.begin():
+            yield session
+
+    async def ping(self) -> None:
+        """Raise if the database cannot answer a trivial query."""
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- tenants, keys, secrets ---------------------------------------------
+
+    async def count_tenants(self) -> int:
+        async with self._tx() as s:
+            return int((await s.execute(select(func.count()).select_from(Tenant))).scalar_one())
+
+    async def create_tenant(self, name: str, *, tenant_id: str | None = None) -> TenantRecord:
+        """Create a tenant; a taken ``tenant_id`` raises :class:`Conflict`."""
+        try:
+            async with self._tx() as s:
+                row = Tenant(id=tenant_id or new_id("ten"), name=name)
+                s.add(row)
+        except IntegrityError as exc:
+            raise Conflict(f"tenant {tenant_id!r} already exists") from exc
+        return TenantRecord(id=row.id, name=row.name)
+
+    async def list_tenants(self) -> list[TenantRecord]:
+        async with self._tx() as s:
+            rows = (await s.execute(select(Tenant).order_by(Tenant.created_at))).scalars()
+            return [TenantRecord(id=r.id, name=r.name) for r in rows]
+
+    async def create_api_key(
+        self, tenant_id: str, name: str, *, role: str = "admin", key: str | None = None
+    ) -> tuple[ApiKeyRecord, str]:
+        """Create a key; return its record and the plaintext (shown once, never stored)."""
+        plaintext = key or generate_api_key()
+        async with self._tx() as s:
+            row = ApiKey(
+                id=new_id("key"),
+                tenant_id=tenant_id,
+                name=name,
+                key_hash=hash_api_key(plaintext),
+                prefix=plaintext[:12],
+                role=role,
+            )
+            s.add(row)
+        return _key_record(row), plaintext
+
+    async def find_api_key(self, plaintext: str) -> ApiKeyRecord | None:
+        """The live key whose hash matches, across tenants (this is how auth finds the tenant)."""
+        async with self._tx() as s:
+            row = (
+                await s.execute(
+                    select(ApiKey).where(
+                        ApiKey.key_hash == hash_api_key(plaintext), ApiKey.revoked_at.is_(None)
+                    )
+                )
+            ).scalar_one_or_none()
+        return _key_record(row) if row else None
+
+    async def get_or_create_secret(self, name: str) -> str:
+        """A random secret shared by every replica through the database."""
+        async with self._tx() as s:
+            row = await s.get(ServerSecret, name)
+            if row:
+                return row.value
+        try:
+            async with self._tx() as s:
+                s.add(ServerSecret(name=name, value=secrets.token_urlsafe(32)))
+        except IntegrityError:
+            pass  # another replica created it first; read theirs
+        async with self._tx() as s:
+            row = await s.get(ServerSecret, name)
+            assert row is not None
+            return row.value
+
+    # -- personas -----------------------------------------------------------
+
+    async def create_persona(
+        self, tenant_id: str, *, slug: str, name: str, data: dict[str, Any]
+    ) -> PersonaRecord:
+        try:
+            async with self._tx() as s:
+                row = Persona(
+                    id=new_id("per"), tenant_id=tenant_id, slug=slug, name=name, data=data
+                )
+                s.add(row)
+        except IntegrityError as exc:
+            raise Conflict(f"a persona with slug {slug!r} already exists") from exc
+        return _persona_record(row)
+
+    async def get_persona(self, tenant_id: str, id_or_slug: str) -> PersonaRecord | None:
+        async with self._tx() as s:
+            row = (
+                await s.execute(
+                    select(Persona).where(
+                        Persona.tenant_id == tenant_id,
+                        (Persona.id == id_or_slug) | (Persona.slug == id_or_slug),
+                    )
+                )
+            ).scalar_one_or_none()
+        return _persona_record(row) if row else None
+
+    async def list_personas(self, tenant_id: str) -> list[PersonaRecord]:
+        async with self._tx() as s:
+            rows = (
+                await s.execute(
+                    select(Persona)
+                    .where(Persona.tenant_id == tenant_id)
+                    .order_by(Persona.created_at)
+                )
+            ).scalars()
+            return [_persona_record(r) for r in rows]
+
+    async def update_persona(
+        self, tenant_id: str, persona_id: str, *, slug: str, name: str, data: dict[str, Any]
+    ) -> PersonaRecord | None:
+        try:
+            async with self._tx() as s:
+                row = (
+                    await s.execute(
+                        select(Persona).where(
+                            Persona.tenant_id == tenant_id, Persona.id == persona_id
+                        )
+                    )
+                ).scalar_one_or_none()
+                if row is None:
+                    return None
+                row.slug, row.name, row.data, row.updated_at = slug, name, data, utcnow()
+        except IntegrityError as exc:
+            raise Conflict(f"a persona with slug {slug!r} already exists") from exc
+        return _persona_record(row)
+
+    async def delete_persona(self, tenant_id: str, persona_id: str) -> bool:
+        async with self._tx() as s:
+            row = (
+                await s.execute(
+                    select(Persona).where(Persona.tenant_id == tenant_id, Persona.id == persona_id)
+                )
+            ).scalar_one_or_none()
+            if row is None:
+                return False
+            await s.delete(row)
+        return True
+
+    # -- users --------------------------------------------------------------
+
+    async def get_or_create_user(
+        self, tenant_id: str, external_id: str, name: str | None = None
+    ) -> UserRecord:
+        """The user with this external id, created on first sight (race-safe)."""
+        for _ in range(2):
+            async with self._tx() as s:
+                row = (
+                    await s.execute(
+                        select(User).where(
+                            User.tenant_id == tenant_id, User.external_id == external_id
+                        )
+                    )
+                ).scalar_one_or_none()
+                if row is not None:
+                    if name and row.name != name:
+                        row.name = name
+                    return _user_record(row)
+            try:
+                async with self._tx() as s:
+                    row = User(
+                        id=new_id("usr"), tenant_id=tenant_id, external_id=external_id, name=name
+                    )
+                    s.add(row)
+                return _user_record(row)
+            except IntegrityError:
+                continue  # created concurrently; the next pass reads it
+        raise RuntimeError("could not create user")  # pragma: no cover
+
+    async def get_user(self, tenant_id: str, user_id: str) -> UserRecord | None:
+        async with self._tx() as s:
+            row = (
+                await s.execute(select(User).where(User.tenant_id == tenant_id, User.id == user_id))
+            ).scalar_one_or_none()
+        return _user_record(row) if row else None
+
+    # -- conversations ------------------------------------------------------
+
+    async def create_conversation(
+        self, tenant_id: str, *, persona_id: str, user_id: str, channel: str = "ws"
+    ) -> ConversationRecord:
+        async with self._tx() as s:
+            row = Conversation(
+                id=new_id("conv"),
+                tenant_id=tenant_id,
+                persona_id=persona_id,
+                user_id=user_id,
+                channel=channel,
+                last_seq=0,
+            )
+            s.add(row)
+        return _conversation_record(row)
+
+    async def get_conversation(
+        self, tenant_id: str, conversation_id: str
+    ) -> ConversationRecord | None:
+        async with self._tx() as s:
+            row = (
+                await s.execute(
+                    select(Conversation).where(
+                        Conversation.tenant_id == tenant_id, Conversation.id == conversation_id
+                    )
+                )
+            ).scalar_one_or_none()
+        return _conversation_record(row) if row else None
+
+    async def latest_conversation(
+        self, tenant_id: str, *, persona_id: str, user_id: str, channel: str
+    ) -> ConversationRecord | None:
+        async with self._tx() as s:
+            row = (
+                await s.execute(
+                    select(Conversation)
+                    .where(
+                        Conversation.tenant_id == tenant_id,
+                        Conversation.persona_id == persona_id,
+                        Conversation.user_id == user_id,
+                        Conversation.channel == channel,
+                    )
+                    .order_by(Conversation.created_at.desc(), Conversation.id.desc())
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+        return _conversation_record(row) if row else None
+
+    async def record_last_seq(self, tenant_id: str, conversation_id: str, seq: int) -> None:
+        """Remember the highest issued seq (only ever raises it)."""
+        async with self._tx() as s:
+            await s.execute(
+                update(Conversation)
+                .where(
+                    Conversation.tenant_id == tenant_id,
+                    Conversation.id == conversation_id,
+                    Conversation.last_seq < seq,
+                )
+                .values(last_seq=seq, updated_at=utcnow())
+            )
+
+    # -- messages -----------------------------------------------------------
+
+    async def add_message(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        *,
+        role: str,
+        content: str,
+        client_id: str | None = None,
+        status: str = "complete",
+        response_id: str | None = None,
+        message_id: str | None = None,
+    ) -> tuple[MessageRecord, bool]:
+        """Insert a message; with ``client_id``, a repeat returns the first one and ``False``."""
+        try:
+            async with self._tx() as s:
+                row = Message(
+                    id=message_id or new_id("msg"),
+                    tenant_id=tenant_id,
+                    conversation_id=conversation_id,
+                    role=role,
+                    content=content,
+                    client_id=client_id,
+                    status=status,
+                    response_id=response_id,
+                    created_at=utcnow(),
+                )
+                s.add(row)
+            return _message_record(row), True
+        except IntegrityError:
+            if client_id is None:
+                raise
+        existing = await self.find_client_message(tenant_id, conversation_id, client_id)
+        if existing is None:  # pragma: no cover - the conflicting row vanished
+            raise RuntimeError("message conflict without a stored message")
+        return existing, False
+
+    async def find_client_message(
+        self, tenant_id: str, conversation_id: str, client_id: str
+    ) -> MessageRecord | None:
+        async with self._tx() as s:
+            row = (
+                await s.execute(
+                    select(Message).where(
+                        Message.tenant_id == tenant_id,
+                        Message.conversation_id == conversation_id,
+                        Message.client_id == client_id,
+                    )
+                )
+            ).scalar_one_or_none()
+        return _message_record(row) if row else None
+
+    async def list_messages(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        *,
+        limit: int = 100,
+        before: str | None = None,
+    ) -> list[MessageRecord]:
+        """The newest ``limit`` messages (older than message ``before``), oldest first."""
+        async with self._tx() as s:
+            q = select(Message).where(
+                Message.tenant_id == tenant_id, Message.conversation_id == conversation_id
+            )
+            if before:
+                pivot = (
+                    await s.execute(
+                        select(Message.created_at, Message.id).where(
+                            Message.tenant_id == tenant_id, Message.id == before
+                        )
+                    )
+                ).one_or_none()
+                if pivot is not None:
+                    q = q.where(
+                        (Message.created_at < pivot[0])
+                        | ((Message.created_at == pivot[0]) & (Message.id < pivot[1]))
+                    )
+            q = q.order_by(Message.created_at.desc(), Message.id.desc()).limit(limit)
+            rows = list((await s.execute(q)).scalars())
+        rows.reverse()
+        return [_message_record(r) for r in rows]
+
+
+def _key_record(row: ApiKey) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=row.id, tenant_id=row.tenant_id, name=row.name, role=row.role, prefix=row.prefix
+    )
+
+
+def _persona_record(row: Persona) -> PersonaRecord:
+    return PersonaRecord(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        slug=row.slug,
+        name=row.name,
+        data=dict(row.data),
+        created_at=_aware(row.created_at),
+        updated_at=_aware(row.updated_at),
+    )
+
+
+def _user_record(row: User) -> UserRecord:
+    return UserRecord(
+        id=row.id, tenant_id=row.tenant_id, external_id=row.external_id, name=row.name
+    )
+
+
+def _conversation_record(row: Conversation) -> ConversationRecord:
+    return ConversationRecord(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        persona_id=row.persona_id,
+        user_id=row.user_id,
+        channel=row.channel,
+        last_seq=row.last_seq,
+        created_at=_aware(row.created_at),
+    )
+
+
+def _message_record(row: Message) -> MessageRecord:
+    return MessageRecord(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        conversation_id=row.conversation_id,
+        role=row.role,
+        content=row.content,
+        status=row.status,
+        client_id=row.client_id,
+        response_id=row.response_id,
+        created_at=_aware(row.created_at),
+    )
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands timestamps back without a zone; they were written in UTC.
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

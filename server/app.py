@@ -1,0 +1,70 @@
+"""The Starlette application: routes, middleware, lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from agents.llm.base import LLMProvider
+from server import http_api, openai_api
+from server.config import Settings
+from server.docs_api import docs_routes
+from server.http_util import HTTPError, error_response
+from server.logging import AccessLogMiddleware
+from server.state import build_state, close_state
+from server.ws import websocket_endpoint
+
+log = structlog.get_logger(__name__)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPError)
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled_error", path=request.url.path)
+    return JSONResponse(
+        {"error": {"code": "internal_error", "message": "internal server error"}}, 500
+    )
+
+
+def create_app(
+    settings: Settings | None = None, *, provider: LLMProvider | None = None
+) -> Starlette:
+    """Build the app; stores connect and migrate in the lifespan, not at import."""
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state = await build_state(settings, provider=provider)
+        app.state.salon = state
+        log.info("salon_ready", provider=state.provider.name)
+        try:
+            yield
+        finally:
+            log.info("salon_stopping", open_connections=len(state.connections))
+            await close_state(state)
+
+    routes = [
+        *http_api.routes,
+        *openai_api.routes,
+        *docs_routes,
+        WebSocketRoute("/v1/ws", websocket_endpoint),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(AccessLogMiddleware)],
+        exception_handlers={HTTPError: _http_error, Exception: _unhandled},
+        lifespan=lifespan,
+    )
+
+
+__all__ = ["Route", "create_app"]

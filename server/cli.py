@@ -1,0 +1,195 @@
+"""The ``salon`` command line (typer)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from server.config import Settings
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Salon: real-time persona chat server."
+)
+personas_app = typer.Typer(no_args_is_help=True, help="Manage personas.")
+tenants_app = typer.Typer(no_args_is_help=True, help="Manage tenants.")
+app.add_typer(personas_app, name="personas")
+app.add_typer(tenants_app, name="tenants")
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Overrides SALON_DATA_DIR.")]
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the server (migrates the database on start)."""
+    import uvicorn
+
+    from server.app import create_app
+    from server.logging import configure_logging
+
+    settings = _settings(host=host, port=port, data_dir=data_dir)
+    configure_logging(settings.log_level, settings.log_format)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        ws_max_size=settings.max_frame_bytes,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
+        access_log=False,
+        log_config=None,
+        log_level=settings.log_level,
+        proxy_headers=True,
+        server_header=False,
+    )
+
+
+@app.command()
+def migrate(data_dir: DataDir = None) -> None:
+    """Apply database migrations (serve also does this on start)."""
+    from memory.db import create_engine, normalize_database_url
+    from memory.migrate import current_revision
+    from memory.migrate import migrate as run_migrations
+
+    settings = _settings(data_dir=data_dir)
+
+    async def _run() -> str | None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(normalize_database_url(settings.database_url, settings.data_dir))
+        try:
+            await run_migrations(engine)
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    typer.echo(f"database at revision {asyncio.run(_run())}")
+
+
+@app.command()
+def worker() -> None:
+    """Run media/background job workers (production: needs SALON_REDIS_URL)."""
+    settings = _settings()
+    if not settings.redis_url:
+        typer.echo(
+            "salon worker: the embedded default runs jobs inside `salon serve`; "
+            "set SALON_REDIS_URL to run separate workers.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    typer.echo("salon worker: the Redis job runner is not available in this build yet.", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def chat(
+    persona: Annotated[str, typer.Argument(help="Persona id or slug.")],
+    url: Annotated[str, typer.Option(help="Server base URL.")] = "http://127.0.0.1:8000",
+    key: Annotated[
+        str | None, typer.Option(help="API key (default: $SALON_API_KEY or $SALON_BOOTSTRAP_KEY).")
+    ] = None,
+    user: Annotated[str, typer.Option(help="Who you are to the persona.")] = os.environ.get(
+        "USER", "me"
+    ),
+    conversation: Annotated[str | None, typer.Option(help="Continue this conversation id.")] = None,
+) -> None:
+    """Chat with a persona in the terminal (streams tokens, reconnects and resumes by itself)."""
+    from server.chat_client import run_chat
+
+    api_key = key or os.environ.get("SALON_API_KEY") or os.environ.get("SALON_BOOTSTRAP_KEY")
+    if not api_key:
+        typer.echo("salon chat: give --key or set SALON_API_KEY", err=True)
+        raise typer.Exit(2)
+    code = asyncio.run(run_chat(url, api_key, persona, user, conversation))
+    raise typer.Exit(code)
+
+
+async def _with_store(settings: Settings, fn: Any) -> Any:
+    from memory.db import create_engine, normalize_database_url
+    from memory.migrate import migrate as run_migrations
+    from memory.store import Store
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(create_engine(normalize_database_url(settings.database_url, settings.data_dir)))
+    try:
+        await run_migrations(store.engine)
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+@personas_app.command("import")
+def personas_import(
+    file: Annotated[
+        Path, typer.Argument(help="Character Card (.json or .png) or Salon persona JSON.")
+    ],
+    tenant: Annotated[
+        str | None, typer.Option(help="Tenant id (default: the first tenant).")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Import a Character Card (V1/V2/V3 JSON or PNG)."""
+    from agents.cards import CardError, load_card_file
+    from agents.personas import create_persona
+    from memory.store import Conflict, Store
+    from server.state import bootstrap_tenant
+
+    settings = _settings(data_dir=data_dir)
+    try:
+        spec = load_card_file(file)
+    except (CardError, OSError) as exc:
+        typer.echo(f"salon: cannot import {file}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+    async def _import(store: Store) -> Any:
+        await bootstrap_tenant(store, settings)
+        tenant_id = tenant or (await store.list_tenants())[0].id
+        return await create_persona(
+            store, tenant_id, spec.model_dump(mode="json", exclude_none=True)
+        )
+
+    try:
+        record = asyncio.run(_with_store(settings, _import))
+    except Conflict as exc:
+        typer.echo(f"salon: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"imported persona {record.name!r}: id={record.id} slug={record.slug}")
+
+
+@tenants_app.command("create")
+def tenants_create(name: Annotated[str, typer.Argument()], data_dir: DataDir = None) -> None:
+    """Create a tenant and print its admin API key once."""
+    from memory.store import Store
+
+    settings = _settings(data_dir=data_dir)
+
+    async def _create(store: Store) -> tuple[str, str]:
+        tenant = await store.create_tenant(name)
+        _, key = await store.create_api_key(tenant.id, "admin")
+        return tenant.id, key
+
+    tenant_id, key = asyncio.run(_with_store(settings, _create))
+    typer.echo(f"tenant {name!r} created: id={tenant_id}")
+    typer.echo("admin API key (shown once, store it now):", err=True)
+    print(key, file=sys.stdout)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Configuration from the environment (``SALON_`` prefix); CLI flags override.
+
+Every field is documented in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SALON_", env_file=None, extra="ignore")
+
+    # -- where things live
+    data_dir: Path = Path(".salon")
+    database_url: str | None = None
+    database_pool_size: int = 10
+    redis_url: str | None = None
+
+    # -- server
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    graceful_shutdown_seconds: float = 10.0
+
+    # -- auth
+    bootstrap_key: SecretStr | None = None
+    session_token_ttl_seconds: int = 900
+    allowed_origins: Annotated[list[str], NoDecode] = []
+
+    # -- limits
+    max_frame_bytes: int = 65_536
+    messages_per_minute: int = 60
+    max_message_chars: int = 8000
+    max_connections: int = 10_000
+
+    # -- event log
+    event_log_max_events: int = 5000
+    event_log_ttl_seconds: float = 900.0
+
+    # -- LLM
+    llm_provider: str | None = None
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str | None = None
+    llm_timeout_seconds: float = 30.0
+    llm_max_retries: int = 1
+    llm_max_tokens: int = 256
+    llm_temperature: float = 0.7
+    llm_preload: bool = True
+    delta_coalesce_ms: float = 15.0
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+        return value

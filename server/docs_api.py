@@ -1,0 +1,143 @@
+"""``GET /openapi.json`` and ``GET /docs`` (a self-contained page: no CDN needed offline)."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+_ERR = {"$ref": "#/components/schemas/Error"}
+_AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+def _op(
+    summary: str, *, auth: bool = True, body: str | None = None, ok: str = "200", **extra: Any
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {
+            ok: {"description": "OK"},
+            "4XX": {"description": "Error", "content": {"application/json": {"schema": _ERR}}},
+        },
+    }
+    if auth:
+        op["security"] = _AUTH
+    if body:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}, "example": body}},
+        }
+    op.update(extra)
+    return op
+
+
+def _id_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Salon",
+        "version": "0.1.0",
+        "description": "Persona chat server. The WebSocket protocol at /v1/ws is described in docs/protocol.md.",
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                    }
+                },
+            }
+        },
+    },
+    "paths": {
+        "/healthz": {"get": _op("Process is up", auth=False)},
+        "/readyz": {"get": _op("Stores are reachable (503 otherwise)", auth=False)},
+        "/metrics": {"get": _op("Prometheus metrics", auth=False)},
+        "/v1/sessions": {
+            "post": _op(
+                "Mint a short-lived session token for one user",
+                body='{"user": {"id": "u1"}, "persona": "ada"}',
+                ok="201",
+            )
+        },
+        "/v1/personas": {
+            "get": _op("List personas"),
+            "post": _op(
+                "Create a persona from Salon JSON or a Character Card V2/V3",
+                body='{"name": "Ada", "description": "..."}',
+                ok="201",
+            ),
+        },
+        "/v1/personas/{persona_id}": {
+            "parameters": [_id_param("persona_id")],
+            "get": _op("Get a persona (id or slug)"),
+            "patch": _op("Update persona fields", body='{"scenario": "..."}'),
+            "delete": _op("Delete a persona and its conversations", ok="204"),
+        },
+        "/v1/personas/{persona_id}/card": {
+            "parameters": [
+                _id_param("persona_id"),
+                {"name": "format", "in": "query", "schema": {"enum": ["v2", "v3", "png"]}},
+            ],
+            "get": _op("Export as a Character Card"),
+        },
+        "/v1/conversations/{conversation_id}/messages": {
+            "parameters": [
+                _id_param("conversation_id"),
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                },
+                {"name": "before", "in": "query", "schema": {"type": "string"}},
+            ],
+            "get": _op("Conversation history, oldest first"),
+        },
+        "/v1/chat/completions": {
+            "post": _op(
+                "OpenAI Chat Completions; model = persona, stream = SSE",
+                body='{"model": "ada", "messages": [{"role": "user", "content": "hi"}], "stream": true, "user": "u1"}',
+            )
+        },
+        "/v1/models": {"get": _op("Personas as OpenAI models")},
+    },
+}
+
+
+async def openapi_json(request: Request) -> Response:
+    return JSONResponse(OPENAPI)
+
+
+async def docs_page(request: Request) -> Response:
+    rows = []
+    for path, item in OPENAPI["paths"].items():
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            rows.append(
+                f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}</code></td>"
+                f"<td>{html.escape(op['summary'])}</td><td>{'bearer' if op.get('security') else '-'}</td></tr>"
+            )
+    page = (
+        "<!doctype html><meta charset=utf-8><title>Salon API</title>"
+        "<style>body{font:15px system-ui;margin:2em}td{padding:4px 12px;border-bottom:1px solid #ddd}</style>"
+        "<h1>Salon HTTP API</h1><p>Machine-readable: <a href=/openapi.json>/openapi.json</a>. "
+        "WebSocket protocol: <code>GET /v1/ws</code>, see docs/protocol.md.</p>"
+        "<table><tr><th>method</th><th>path</th><th>what</th><th>auth</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+    return HTMLResponse(page)
+
+
+docs_routes = [Route("/openapi.json", openapi_json), Route("/docs", docs_page)]

@@ -1,0 +1,196 @@
+"""Salon's HTTP API: health, sessions, personas, conversation history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from agents.cards import CardError, to_card_v2, to_card_v3, write_png_card
+from agents.personas import create_persona, public_persona, spec_of, update_persona
+from memory.store import Conflict
+from server.http_util import HTTPError, json_body, require_principal, state_of
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state = state_of(request)
+    checks: dict[str, str] = {}
+    ok = True
+    for name, probe in (("database", state.store.ping), ("event_log", state.events.ping)):
+        try:
+            await probe()
+            checks[name] = "ok"
+        except Exception as exc:
+            ok = False
+            checks[name] = f"error: {type(exc).__name__}"
+    return JSONResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503
+    )
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def create_session(request: Request) -> Response:
+    """Mint a short-lived session token for one user (and optionally one persona)."""
+    principal = await require_principal(request, api_key_only=True)
+    state = state_of(request)
+    body = await json_body(request)
+    user = body.get("user")
+    if isinstance(user, str):
+        user = {"id": user}
+    if not isinstance(user, dict) or not isinstance(user.get("id"), str) or not user["id"].strip():
+        raise HTTPError(400, "invalid_request", "'user' must be an object with a non-empty 'id'")
+    name = user.get("name")
+    if name is not None and not isinstance(name, str):
+        raise HTTPError(400, "invalid_request", "'user.name' must be a string")
+    persona = body.get("persona")
+    if persona is not None:
+        if not isinstance(persona, str):
+            raise HTTPError(400, "invalid_request", "'persona' must be a persona id or slug")
+        record = await state.store.get_persona(principal.tenant_id, persona)
+        if record is None:
+            raise HTTPError(404, "unknown_persona", f"no persona {persona!r}")
+        persona = record.id
+    ttl = body.get("ttl_seconds", state.settings.session_token_ttl_seconds)
+    if not isinstance(ttl, int) or not 1 <= ttl <= 86_400:
+        raise HTTPError(400, "invalid_request", "'ttl_seconds' must be an integer in 1..86400")
+    token, expires = state.tokens.mint(
+        tenant_id=principal.tenant_id,
+        user_id=user["id"],
+        user_name=name,
+        persona=persona,
+        ttl_seconds=ttl,
+    )
+    return JSONResponse(
+        {
+            "token": token,
+            "expires_at": expires,
+            "user": {"id": user["id"], "name": name},
+            "persona": persona,
+        },
+        201,
+    )
+
+
+async def list_personas(request: Request) -> Response:
+    principal = await require_principal(request)
+    records = await state_of(request).store.list_personas(principal.tenant_id)
+    return JSONResponse({"data": [public_persona(r) for r in records]})
+
+
+async def post_persona(request: Request) -> Response:
+    principal = await require_principal(request, api_key_only=True)
+    body = await json_body(request)
+    try:
+        record = await create_persona(state_of(request).store, principal.tenant_id, body)
+    except CardError as exc:
+        raise HTTPError(422, "invalid_persona", str(exc)) from exc
+    except Conflict as exc:
+        raise HTTPError(409, "conflict", str(exc)) from exc
+    return JSONResponse(public_persona(record), 201)
+
+
+async def _persona_or_404(request: Request, tenant_id: str) -> Any:
+    ref = request.path_params["persona_id"]
+    record = await state_of(request).store.get_persona(tenant_id, ref)
+    if record is None:
+        raise HTTPError(404, "unknown_persona", f"no persona {ref!r}")
+    return record
+
+
+async def get_persona(request: Request) -> Response:
+    principal = await require_principal(request)
+    return JSONResponse(public_persona(await _persona_or_404(request, principal.tenant_id)))
+
+
+async def patch_persona(request: Request) -> Response:
+    principal = await require_principal(request, api_key_only=True)
+    record = await _persona_or_404(request, principal.tenant_id)
+    body = await json_body(request)
+    try:
+        updated = await update_persona(
+            state_of(request).store, principal.tenant_id, record.id, body
+        )
+    except CardError as exc:
+        raise HTTPError(422, "invalid_persona", str(exc)) from exc
+    except Conflict as exc:
+        raise HTTPError(409, "conflict", str(exc)) from exc
+    if updated is None:
+        raise HTTPError(404, "unknown_persona", "persona was deleted")
+    return JSONResponse(public_persona(updated))
+
+
+async def delete_persona(request: Request) -> Response:
+    principal = await require_principal(request, api_key_only=True)
+    record = await _persona_or_404(request, principal.tenant_id)
+    await state_of(request).store.delete_persona(principal.tenant_id, record.id)
+    return Response(status_code=204)
+
+
+async def get_persona_card(request: Request) -> Response:
+    """Export as a Character Card: V2 JSON (default), ``?format=v3`` or ``?format=png``."""
+    principal = await require_principal(request)
+    spec = spec_of(await _persona_or_404(request, principal.tenant_id))
+    fmt = request.query_params.get("format", "v2")
+    if fmt == "v2":
+        return JSONResponse(to_card_v2(spec))
+    if fmt == "v3":
+        return JSONResponse(to_card_v3(spec))
+    if fmt == "png":
+        return Response(write_png_card(spec), media_type="image/png")
+    raise HTTPError(400, "invalid_request", "format must be v2, v3 or png")
+
+
+async def conversation_messages(request: Request) -> Response:
+    """History of a conversation, oldest first: ``?limit=`` (1..500) and ``?before=<message id>``."""
+    principal = await require_principal(request)
+    state = state_of(request)
+    cid = request.path_params["conversation_id"]
+    conv = await state.store.get_conversation(principal.tenant_id, cid)
+    if conv is not None and principal.is_session:
+        user = await state.store.get_user(principal.tenant_id, conv.user_id)
+        if user is None or user.external_id != principal.user_id:
+            conv = None  # another user's conversation: indistinguishable from none
+    if conv is None:
+        raise HTTPError(404, "conversation_not_found", f"no conversation {cid!r}")
+    try:
+        limit = int(request.query_params.get("limit", "100"))
+    except ValueError as exc:
+        raise HTTPError(400, "invalid_request", "limit must be an integer") from exc
+    if not 1 <= limit <= 500:
+        raise HTTPError(400, "invalid_request", "limit must be in 1..500")
+    messages = await state.store.list_messages(
+        principal.tenant_id, cid, limit=limit, before=request.query_params.get("before")
+    )
+    return JSONResponse(
+        {
+            "conversation_id": cid,
+            "persona_id": conv.persona_id,
+            "last_seq": max(conv.last_seq, await state.events.latest_seq(cid)),
+            "data": [m.to_public() for m in messages],
+        }
+    )
+
+
+routes = [
+    Route("/healthz", healthz),
+    Route("/readyz", readyz),
+    Route("/metrics", metrics),
+    Route("/v1/sessions", create_session, methods=["POST"]),
+    Route("/v1/personas", list_personas, methods=["GET"]),
+    Route("/v1/personas", post_persona, methods=["POST"]),
+    Route("/v1/personas/{persona_id}", get_persona, methods=["GET"]),
+    Route("/v1/personas/{persona_id}", patch_persona, methods=["PATCH"]),
+    Route("/v1/personas/{persona_id}", delete_persona, methods=["DELETE"]),
+    Route("/v1/personas/{persona_id}/card", get_persona_card, methods=["GET"]),
+    Route("/v1/conversations/{conversation_id}/messages", conversation_messages, methods=["GET"]),
+]

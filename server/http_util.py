@@ -1,0 +1,58 @@
+"""Small helpers for the HTTP handlers: errors, auth, JSON bodies."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from server.auth import Principal, authenticate, bearer_token
+from server.state import AppState
+
+MAX_JSON_BODY = 2 * 1024 * 1024
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="salon"'} if status == 401 else None
+    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+
+
+def state_of(request: Request) -> AppState:
+    state: AppState = request.app.state.salon
+    return state
+
+
+async def require_principal(request: Request, *, api_key_only: bool = False) -> Principal:
+    state = state_of(request)
+    credential = bearer_token(request.headers.get("authorization"))
+    principal = await authenticate(state.store, state.tokens, credential)
+    if principal is None:
+        raise HTTPError(401, "unauthorized", "a valid API key or session token is required")
+    if api_key_only and principal.is_session:
+        raise HTTPError(403, "forbidden", "this endpoint needs a tenant API key")
+    return principal
+
+
+async def json_body(request: Request, max_bytes: int = MAX_JSON_BODY) -> dict[str, Any]:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise HTTPError(413, "body_too_large", f"request body exceeds {max_bytes} bytes")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HTTPError(400, "invalid_json", f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise HTTPError(400, "invalid_json", "request body must be a JSON object")
+    return data

@@ -1,0 +1,113 @@
+"""Everything the app holds for its lifetime, built from Settings."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import structlog
+
+from agents.conversations import ConversationService, TurnSettings
+from agents.llm.base import LLMProvider
+from agents.llm.registry import create_provider
+from memory.db import create_engine, normalize_database_url
+from memory.eventlog import EventLog, InProcessEventLog
+from memory.migrate import migrate
+from memory.store import Conflict, Store
+from server.auth import SessionTokens
+from server.config import Settings
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_TENANT_ID = "ten_default"
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    store: Store
+    events: EventLog
+    provider: LLMProvider
+    service: ConversationService
+    tokens: SessionTokens
+    connections: set[object] = field(default_factory=set)
+
+
+def build_event_log(settings: Settings) -> EventLog:
+    if settings.redis_url:
+        raise RuntimeError(
+            "SALON_REDIS_URL is set, but the Redis event log is not available in this build yet "
+            "(see the 'Production backends' issue); unset it to use the in-process log"
+        )
+    return InProcessEventLog(
+        max_events=settings.event_log_max_events, ttl_seconds=settings.event_log_ttl_seconds
+    )
+
+
+async def build_state(settings: Settings, *, provider: LLMProvider | None = None) -> AppState:
+    """Connect stores, apply migrations, bootstrap the first tenant, start the LLM provider."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = normalize_database_url(settings.database_url, settings.data_dir)
+    store = Store(create_engine(url, pool_size=settings.database_pool_size))
+    await migrate(store.engine)
+    await bootstrap_tenant(store, settings)
+    tokens = SessionTokens(await store.get_or_create_secret("session_token_key"))
+    events = build_event_log(settings)
+    if isinstance(events, InProcessEventLog):
+        loaded = events.load(settings.data_dir / "eventlog.jsonl")
+        if loaded:
+            log.info("event_log_restored", events=loaded)
+    if provider is None:
+        provider = create_provider(
+            provider=settings.llm_provider,
+            base_url=settings.llm_base_url,
+            api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
+            model=settings.llm_model,
+            timeout=settings.llm_timeout_seconds,
+            max_retries=settings.llm_max_retries,
+            data_dir=settings.data_dir,
+        )
+    if settings.llm_preload:
+        await provider.start()
+    service = ConversationService(
+        store,
+        events,
+        provider,
+        TurnSettings(
+            max_reply_tokens=settings.llm_max_tokens,
+            temperature=settings.llm_temperature,
+            coalesce_seconds=settings.delta_coalesce_ms / 1000,
+            max_message_chars=settings.max_message_chars,
+        ),
+    )
+    return AppState(settings, store, events, provider, service, tokens)
+
+
+async def close_state(state: AppState) -> None:
+    await state.service.shutdown(timeout=state.settings.graceful_shutdown_seconds)
+    if isinstance(state.events, InProcessEventLog):
+        saved = state.events.save(state.settings.data_dir / "eventlog.jsonl")
+        log.info("event_log_saved", events=saved)
+    await state.events.close()
+    await state.provider.close()
+    await state.store.close()
+
+
+async def bootstrap_tenant(store: Store, settings: Settings) -> None:
+    """On an empty database create the default tenant and its admin key (printed once)."""
+    if await store.count_tenants() > 0:
+        return
+    try:  # a fixed id: replicas racing on their first start create only one
+        await store.create_tenant("default", tenant_id=DEFAULT_TENANT_ID)
+    except Conflict:
+        return
+    given = settings.bootstrap_key.get_secret_value() if settings.bootstrap_key else None
+    _, key = await store.create_api_key(DEFAULT_TENANT_ID, "bootstrap admin", key=given)
+    if given is None:
+        # Printed once, to the terminal only; it is never written to the logs.
+        print(
+            f"\nsalon: created tenant 'default'. Its admin API key (shown once):\n\n    {key}\n",
+            file=sys.stderr,
+            flush=True,
+        )
+    log.info("tenant_bootstrapped", tenant_id=DEFAULT_TENANT_ID)

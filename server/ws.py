@@ -1,0 +1,293 @@
+"""``GET /v1/ws``: pumps frames between a socket and the conversation service.
+
+No conversation logic lives here. Incoming frames are parsed and handed to
+:class:`agents.conversations.ConversationService`; outgoing events come from
+following the conversation's event log, so what a socket sends is exactly
+what the log holds, in ``seq`` order, on any replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import structlog
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from agents.conversations import ConversationError, Session
+from memory.eventlog import ResumeGap, follow
+from server import metrics
+from server.auth import Principal, authenticate, bearer_token
+from server.limits import TokenBucket, origin_allowed
+from server.protocol import (
+    InputAudioAppend,
+    InputAudioCommit,
+    MediaCreate,
+    MessageCreate,
+    Ping,
+    ProtocolError,
+    ResponseCancel,
+    SessionStart,
+    parse_client_event,
+)
+from server.state import AppState
+
+log = structlog.get_logger(__name__)
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+OUTBOX_SIZE = 1000
+
+
+async def _refuse(ws: WebSocket, status: int, code: str, message: str, close_code: int) -> None:
+    metrics.REFUSED.labels(code).inc()
+    if "websocket.http.response" in ws.scope.get("extensions", {}):
+        await ws.send_denial_response(
+            JSONResponse({"error": {"code": code, "message": message}}, status)
+        )
+    else:  # servers without the denial extension: accept, then close with our code
+        await ws.accept()
+        await ws.close(close_code, message)
+
+
+async def websocket_endpoint(ws: WebSocket) -> None:
+    state: AppState = ws.app.state.salon
+    settings = state.settings
+    if not origin_allowed(
+        ws.headers.get("origin"), ws.headers.get("host"), settings.allowed_origins
+    ):
+        await _refuse(ws, 403, "origin_not_allowed", "this Origin is not allowed", CLOSE_FORBIDDEN)
+        return
+    header = bearer_token(ws.headers.get("authorization"))
+    query = ws.query_params.get("token")
+    # API keys only in the header: URLs end up in logs and browser history.
+    principal = await authenticate(state.store, state.tokens, header) if header else None
+    if principal is None and query and not header:
+        principal = await authenticate(state.store, state.tokens, query, allow_api_key=False)
+    if principal is None:
+        await _refuse(
+            ws,
+            401,
+            "unauthorized",
+            "a valid API key or session token is required",
+            CLOSE_UNAUTHORIZED,
+        )
+        return
+    if len(state.connections) >= settings.max_connections:
+        await _refuse(ws, 503, "server_busy", "too many connections", 1013)
+        return
+    await ws.accept()
+    conn = Connection(ws, state, principal)
+    state.connections.add(conn)
+    metrics.CONNECTIONS.inc()
+    try:
+        await conn.run()
+    finally:
+        state.connections.discard(conn)
+        metrics.CONNECTIONS.dec()
+
+
+class Connection:
+    """One accepted socket: a reader loop, a sender task and (after session.start) a follower."""
+
+    def __init__(self, ws: WebSocket, state: AppState, principal: Principal) -> None:
+        self.ws = ws
+        self.state = state
+        self.principal = principal
+        self.session: Session | None = None
+        self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(OUTBOX_SIZE)
+        self._follower: asyncio.Task[None] | None = None
+        per_minute = state.settings.messages_per_minute
+        self._messages = TokenBucket(rate=per_minute / 60, burst=max(1, per_minute // 4 or 1))
+        self._frames = TokenBucket(rate=100, burst=200)
+
+    async def run(self) -> None:
+        sender = asyncio.create_task(self._send_loop())
+        try:
+            while True:
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                metrics.FRAMES_IN.inc()
+                raw = message.get("text")
+                await self._handle(raw if raw is not None else message.get("bytes", b""))
+                if sender.done():
+                    break
+        except WebSocketDisconnect:
+            pass
+        finally:
+            for task in (self._follower, sender):
+                if task is not None:
+                    task.cancel()
+            for task in (self._follower, sender):
+                if task is not None:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+
+    # -- output ---------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        while True:
+            event = await self._outbox.get()
+            try:
+                await self.ws.send_text(json.dumps(event, separators=(",", ":")))
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                return  # the reader sees the disconnect and cleans up
+            metrics.EVENTS_OUT.inc()
+
+    async def send(self, event: dict[str, Any]) -> None:
+        await self._outbox.put(event)
+
+    async def error(self, code: str, message: str, event_id: str | None = None) -> None:
+        metrics.CLIENT_ERRORS.labels(code).inc()
+        event: dict[str, Any] = {"type": "error", "code": code, "message": message}
+        if event_id is not None:
+            event["id"] = event_id
+        if self.session is not None:
+            event["conversation_id"] = self.session.conversation.id
+        await self.send(event)
+
+    async def _follow(self, conversation_id: str, after: int) -> None:
+        try:
+            async for event in follow(self.state.events, conversation_id, after):
+                await self.send(event)
+        except ResumeGap as exc:
+            # Only reachable if the log expired while we were behind: say so.
+            await self.error("resume_gap", str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("follow_failed", conversation_id=conversation_id, error=repr(exc))
+            await self.error("event_log_unavailable", "live events are unavailable; reconnect")
+
+    # -- input ----------------------------------------------------------------
+
+    async def _handle(self, raw: str | bytes) -> None:
+        if not self._frames.take():
+            await self.error("rate_limited", "too many frames; slow down")
+            return
+        try:
+            event = parse_client_event(raw)
+        except ProtocolError as exc:
+            await self.error(exc.code, exc.message, exc.event_id)
+            return
+        try:
+            if isinstance(event, Ping):
+                pong: dict[str, Any] = {"type": "pong"}
+                if event.id is not None:
+                    pong["id"] = event.id
+                await self.send(pong)
+            elif isinstance(event, SessionStart):
+                await self._session_start(event)
+            elif isinstance(event, MessageCreate):
+                await self._message_create(event)
+            elif isinstance(event, ResponseCancel):
+                await self._cancel(event)
+            elif isinstance(event, InputAudioAppend | InputAudioCommit):
+                await self.error(
+                    "not_supported", "voice input is not enabled on this server", event.id
+                )
+            elif isinstance(event, MediaCreate):
+                await self.error(
+                    "not_supported", "media generation is not enabled on this server", event.id
+                )
+        except ConversationError as exc:
+            await self.error(exc.code, str(exc), getattr(event, "id", None))
+
+    async def _session_start(self, event: SessionStart) -> None:
+        principal = self.principal
+        store = self.state.store
+        if principal.is_session:
+            if event.user is not None and event.user.id != principal.user_id:
+                await self.error("forbidden", "this session token belongs to another user")
+                return
+            user_id = principal.user_id or ""
+            user_name = (event.user.name if event.user else None) or principal.user_name
+            if principal.persona is not None:
+                record = await store.get_persona(principal.tenant_id, event.persona)
+                if record is None or record.id != principal.persona:
+                    await self.error("forbidden", "this session token is for another persona")
+                    return
+        else:
+            if event.user is None:
+                await self.error("invalid_event", "session.start: user is required with an API key")
+                return
+            user_id, user_name = event.user.id, event.user.name
+        session = await self.state.service.open(
+            principal.tenant_id,
+            persona=event.persona,
+            user_external_id=user_id,
+            user_name=user_name,
+            conversation_id=event.conversation_id,
+        )
+        if self._follower is not None:  # a second session.start switches conversations
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+        self.session = session
+        conv_id = session.conversation.id
+        events = self.state.events
+        latest = await events.latest_seq(conv_id)
+        after = latest
+        gap: ResumeGap | None = None
+        if event.resume_after is not None:
+            try:
+                await events.replay(conv_id, event.resume_after)
+                after = event.resume_after
+            except ResumeGap as exc:
+                gap = exc
+        await self.send(
+            {
+                "type": "session.ready",
+                "conversation_id": conv_id,
+                "persona": session.persona.id,
+                "persona_slug": session.persona.slug,
+                "user": {"id": session.user.external_id, "name": session.user.name},
+                "seq": latest,
+                "replying": self.state.service.replying(conv_id),
+            }
+        )
+        if gap is not None:
+            await self.error(
+                "resume_gap",
+                f"events after seq {event.resume_after} are no longer kept; reload history from "
+                f"GET /v1/conversations/{conv_id}/messages",
+            )
+        self._follower = asyncio.create_task(self._follow(conv_id, after))
+
+    async def _message_create(self, event: MessageCreate) -> None:
+        if self.session is None:
+            await self.error("no_session", "send session.start first", event.id)
+            return
+        if not self._messages.take():
+            await self.error(
+                "rate_limited",
+                f"more than {self.state.settings.messages_per_minute} messages per minute; "
+                "the message was not accepted, send it again later",
+                event.id,
+            )
+            return
+        message, created = await self.state.service.submit(
+            self.session, client_id=event.id, text=event.text
+        )
+        if not created:
+            # Processed before: acknowledge again (outside the log) and do nothing else.
+            await self.send(
+                {
+                    "type": "message.accepted",
+                    "id": event.id,
+                    "message_id": message.id,
+                    "conversation_id": self.session.conversation.id,
+                    "duplicate": True,
+                }
+            )
+
+    async def _cancel(self, event: ResponseCancel) -> None:
+        if self.session is None:
+            await self.error("no_session", "send session.start first", event.id)
+            return
+        if not self.state.service.cancel(self.session.conversation.id):
+            await self.error("no_active_response", "no reply is being generated", event.id)

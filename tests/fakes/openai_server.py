@@ -1,0 +1,126 @@
+"""A fake OpenAI-compatible server on loopback, speaking the real wire format.
+
+Behaviour is steered by markers in the last user message, so tests drive it
+through the real path (client -> Salon -> openai SDK -> HTTP -> here):
+
+- ``[slow]``   tokens every 50 ms (200 of them): time to cancel or drop mid-reply
+- ``[stall]``  a few tokens, then silence (provider timeout mid-stream)
+- ``[500]``    HTTP 500 before streaming
+- ``[die]``    a few tokens, then the connection is cut
+- ``[echo]``   echo the system prompt back (to check prompt assembly)
+- otherwise    "Hello from <n> words reply" as a few quick tokens
+
+Every request body is kept in ``requests`` for assertions; ``aborted`` counts
+streams that the client closed before the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class FakeOpenAI:
+    def __init__(self, token_delay: float = 0.0) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.aborted = 0
+        self.completed = 0
+        self.token_delay = token_delay
+        self.port = free_port()
+        self.app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> FakeOpenAI:
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.time() + 10
+        while not self._server.started:
+            if time.time() > deadline:
+                raise RuntimeError("fake OpenAI server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    async def _chat(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append(body)
+        last = body["messages"][-1]["content"] if body["messages"] else ""
+        if "[500]" in last:
+            return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, 500)
+        if "[echo]" in last:
+            words = [body["messages"][0]["content"]]
+        elif "[slow]" in last:
+            words = [f"w{i} " for i in range(200)]
+        else:
+            words = ["Hello", " from", " the", " fake", " model", "."]
+        delay = 0.05 if "[slow]" in last else self.token_delay
+        if not body.get("stream"):
+            text = "".join(words)
+            return JSONResponse(_completion(body, text))
+
+        async def events() -> Any:
+            try:
+                for i, word in enumerate(words):
+                    if "[stall]" in last and i == 3:
+                        await asyncio.sleep(3600)
+                    if "[die]" in last and i == 3:
+                        raise ConnectionResetError("cut")
+                    yield "data: " + json.dumps(_chunk(body, {"content": word})) + "\n\n"
+                    if delay:
+                        await asyncio.sleep(delay)
+                yield "data: " + json.dumps(_chunk(body, {}, "stop")) + "\n\n"
+                yield "data: [DONE]\n\n"
+                self.completed += 1
+            except asyncio.CancelledError:
+                self.aborted += 1
+                raise
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _chunk(body: dict[str, Any], delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": body.get("model", "fake"),
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def _completion(body: dict[str, Any], text: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", "fake"),
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+    }
