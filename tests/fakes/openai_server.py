@@ -52,7 +52,9 @@ class FakeOpenAI:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> FakeOpenAI:
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
@@ -92,6 +94,7 @@ class FakeOpenAI:
                     if "[stall]" in last and i == 3:
                         await asyncio.sleep(3600)
                     if "[die]" in last and i == 3:
+                        await asyncio.sleep(0.2)  # let the first pieces reach the client
                         raise ConnectionResetError("cut")
                     yield "data: " + json.dumps(_chunk(body, {"content": word})) + "\n\n"
                     if delay:
@@ -106,7 +109,9 @@ class FakeOpenAI:
         return StreamingResponse(events(), media_type="text/event-stream")
 
 
-def _chunk(body: dict[str, Any], delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+def _chunk(
+    body: dict[str, Any], delta: dict[str, Any], finish: str | None = None
+) -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion.chunk",
@@ -122,5 +127,7 @@ def _completion(body: dict[str, Any], text: str) -> dict[str, Any]:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.get("model", "fake"),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
     }
