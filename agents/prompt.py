@@ -87,26 +87,30 @@ def build_messages(
         str(persona.get("post_history_instructions") or "").strip(), char=char, user=user_name
     )
 
-    budget = (
-        context_window - reply_tokens - count_tokens(system) - (count_tokens(post) if post else 0)
-    )
-    budget -= 8 * (len(history) + 2)  # chat-template overhead per message, roughly
+    overhead = 4  # chat-template tokens around each message, roughly
+    budget = context_window - reply_tokens - count_tokens(system) - overhead
+    if post:
+        budget -= count_tokens(post) + overhead
 
     kept: list[ChatMessage] = []
     greeting = render_macros(str(persona.get("first_mes") or "").strip(), char=char, user=user_name)
     for item in reversed(history):
         if item.role not in ("user", "assistant") or not item.content:
             continue
-        cost = count_tokens(item.content)
+        cost = count_tokens(item.content) + overhead
         if cost > budget:
             if not kept:  # the newest turn must survive: keep its tail
-                keep_chars = max(1, budget) * 3
+                keep_chars = max(1, budget - overhead) * 3
                 kept.append(ChatMessage(item.role, item.content[-keep_chars:]))  # type: ignore[arg-type]
             break
         budget -= cost
         kept.append(ChatMessage(item.role, item.content))  # type: ignore[arg-type]
     kept.reverse()
-    if greeting and (not kept or kept[0].role == "user") and count_tokens(greeting) <= budget:
+    if (
+        greeting
+        and (not kept or kept[0].role == "user")
+        and count_tokens(greeting) + overhead <= budget
+    ):
         kept.insert(0, ChatMessage("assistant", greeting))
 
     messages = [ChatMessage("system", system), *kept]

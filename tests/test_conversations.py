@@ -1,0 +1,205 @@
+"""The conversation service without sockets: real SQLite store, in-process log, scripted LLM."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.conversations import ConversationError, ConversationService, TurnSettings
+from agents.personas import create_persona
+from memory.db import create_engine, normalize_database_url
+from memory.eventlog import InProcessEventLog, follow
+from memory.migrate import migrate
+from memory.store import Store
+from tests.fakes.llm import ScriptedLLM
+
+TENANT = "ten_t"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = Store(create_engine(normalize_database_url(None, tmp_path)))
+    await migrate(s.engine)
+    await s.create_tenant("t", tenant_id=TENANT)
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def persona_id(store: Store) -> str:
+    record = await create_persona(
+        store, TENANT, {"name": "Ada", "personality": "curious", "first_mes": "Hi {{user}}!"}
+    )
+    return record.id
+
+
+def service(
+    store: Store, provider: ScriptedLLM, log: InProcessEventLog | None = None
+) -> ConversationService:
+    return ConversationService(
+        store,
+        log or InProcessEventLog(),
+        provider,
+        TurnSettings(coalesce_seconds=0, max_message_chars=50),
+    )
+
+
+async def collect_until_final(
+    svc: ConversationService, conv_id: str, after: int = 0, finals: int = 1
+) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    seen = 0
+
+    async def _run() -> None:
+        nonlocal seen
+        async for e in follow(svc.events, conv_id, after):
+            events.append(e)
+            if e["type"] in ("response.done", "response.cancelled") or (
+                e["type"] == "error" and "response_id" in e
+            ):
+                seen += 1
+                if seen == finals:
+                    return
+
+    await asyncio.wait_for(_run(), 10)
+    return events
+
+
+async def test_unknown_persona_and_foreign_conversation_are_refused(
+    store: Store, persona_id: str
+) -> None:
+    svc = service(store, ScriptedLLM())
+    with pytest.raises(ConversationError) as info:
+        await svc.open(TENANT, persona="nope", user_external_id="u")
+    assert info.value.code == "unknown_persona"
+    mine = await svc.open(TENANT, persona=persona_id, user_external_id="alice")
+    with pytest.raises(ConversationError) as info:
+        await svc.open(
+            TENANT, persona=persona_id, user_external_id="bob", conversation_id=mine.conversation.id
+        )
+    assert info.value.code == "conversation_not_found"
+    await store.create_tenant("other", tenant_id="ten_other")
+    with pytest.raises(ConversationError):
+        await svc.open("ten_other", persona=persona_id, user_external_id="alice")
+
+
+async def test_reply_is_stored_and_logged(store: Store, persona_id: str) -> None:
+    provider = ScriptedLLM()
+    svc = service(store, provider)
+    session = await svc.open(
+        TENANT, persona=persona_id, user_external_id="alice", user_name="Alice"
+    )
+    message, created = await svc.submit(session, client_id="c1", text="hello")
+    assert created
+    events = await collect_until_final(svc, session.conversation.id)
+    assert [e["type"] for e in events][:2] == ["message.accepted", "response.created"]
+    assert events[0]["id"] == "c1" and events[0]["message_id"] == message.id
+    assert events[1]["reply_to"] == [message.id]
+    assert events[-1]["type"] == "response.done" and events[-1]["text"] == "Hello there!"
+    stored = await store.list_messages(TENANT, session.conversation.id)
+    assert [(m.role, m.content, m.status) for m in stored] == [
+        ("user", "hello", "complete"),
+        ("assistant", "Hello there!", "complete"),
+    ]
+    assert stored[1].id == events[-1]["message_id"]
+    # the model saw the persona, the greeting and the user's name
+    sent = provider.calls[0]
+    assert sent[0].role == "system" and "Ada" in sent[0].content and "curious" in sent[0].content
+    assert [(m.role, m.content) for m in sent[1:]] == [
+        ("assistant", "Hi Alice!"),
+        ("user", "hello"),
+    ]
+    await asyncio.sleep(0)
+    conv = await store.get_conversation(TENANT, session.conversation.id)
+    assert conv is not None and conv.last_seq == events[-1]["seq"]
+
+
+async def test_duplicate_client_id_is_processed_once(store: Store, persona_id: str) -> None:
+    provider = ScriptedLLM()
+    svc = service(store, provider)
+    session = await svc.open(TENANT, persona=persona_id, user_external_id="alice")
+    first, created1 = await svc.submit(session, client_id="same", text="hello")
+    await collect_until_final(svc, session.conversation.id)
+    latest = await svc.events.latest_seq(session.conversation.id)
+    again, created2 = await svc.submit(session, client_id="same", text="hello")
+    assert created1 and not created2 and again.id == first.id
+    assert await svc.events.latest_seq(session.conversation.id) == latest
+    assert len(provider.calls) == 1
+    assert len(await store.list_messages(TENANT, session.conversation.id)) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "code"), [("   ", "invalid_message"), ("x" * 51, "message_too_long")]
+)
+async def test_invalid_messages_are_refused_and_not_stored(
+    store: Store, persona_id: str, text: str, code: str
+) -> None:
+    svc = service(store, ScriptedLLM())
+    session = await svc.open(TENANT, persona=persona_id, user_external_id="alice")
+    with pytest.raises(ConversationError) as info:
+        await svc.submit(session, client_id="x", text=text)
+    assert info.value.code == code
+    assert await store.list_messages(TENANT, session.conversation.id) == []
+
+
+async def test_messages_during_a_reply_are_answered_together(store: Store, persona_id: str) -> None:
+    provider = ScriptedLLM(["a"] * 20, delay=0.01)
+    svc = service(store, provider)
+    session = await svc.open(TENANT, persona=persona_id, user_external_id="alice")
+    m1, _ = await svc.submit(session, client_id="1", text="first")
+    await asyncio.sleep(0.03)
+    m2, _ = await svc.submit(session, client_id="2", text="second")
+    m3, _ = await svc.submit(session, client_id="3", text="third")
+    events = await collect_until_final(svc, session.conversation.id, finals=2)
+    created = [e for e in events if e["type"] == "response.created"]
+    assert [c["reply_to"] for c in created] == [[m1.id], [m2.id, m3.id]]
+    assert len(provider.calls) == 2
+    assert [m.content for m in provider.calls[1] if m.role == "user"][-2:] == ["second", "third"]
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_cancel_and_shutdown(store: Store, persona_id: str) -> None:
+    provider = ScriptedLLM(["w "] * 500, delay=0.01)
+    svc = service(store, provider)
+    session = await svc.open(TENANT, persona=persona_id, user_external_id="alice")
+    conv_id = session.conversation.id
+    assert not svc.cancel(conv_id)
+    await svc.submit(session, client_id="1", text="go")
+    await asyncio.sleep(0.05)
+    assert svc.replying(conv_id) and svc.cancel(conv_id)
+    events = await collect_until_final(svc, conv_id)
+    assert events[-1]["type"] == "response.cancelled"
+    await svc.submit(session, client_id="2", text="again")
+    await asyncio.sleep(0.05)
+    await svc.shutdown(timeout=5)
+    last = (await svc.events.replay(conv_id, 0))[-1]
+    assert last["type"] == "error" and last["code"] == "shutdown"
+    with pytest.raises(ConversationError) as info:
+        await svc.submit(session, client_id="3", text="late")
+    assert info.value.code == "shutdown"
+    stored = await store.list_messages(TENANT, conv_id)
+    assert [m.status for m in stored if m.role == "assistant"] == ["cancelled", "error"]
+
+
+async def test_seq_continues_after_the_event_log_is_lost(store: Store, persona_id: str) -> None:
+    svc = service(store, ScriptedLLM())
+    session = await svc.open(TENANT, persona=persona_id, user_external_id="alice")
+    await svc.submit(session, client_id="1", text="hi")
+    events = await collect_until_final(svc, session.conversation.id)
+    await asyncio.sleep(0.01)
+    # a new process with an empty in-process log (crash, no snapshot)
+    svc2 = service(store, ScriptedLLM(), InProcessEventLog())
+    session2 = await svc2.open(
+        TENANT,
+        persona=persona_id,
+        user_external_id="alice",
+        conversation_id=session.conversation.id,
+    )
+    await svc2.submit(session2, client_id="2", text="again")
+    accepted = (await svc2.events.replay(session.conversation.id, events[-1]["seq"]))[0]
+    assert accepted["type"] == "message.accepted" and accepted["seq"] == events[-1]["seq"] + 1
