@@ -63,7 +63,7 @@ class SessionTokens:
         ttl_seconds: int,
         now: float | None = None,
     ) -> tuple[str, int]:
-        expires = int((now or time.time()) + ttl_seconds)
+        expires = int((time.time() if now is None else now) + ttl_seconds)
         payload = {"t": tenant_id, "u": user_id, "n": user_name, "p": persona, "e": expires}
         body = _b64(json.dumps(payload, separators=(",", ":")).encode())
         return f"{TOKEN_PREFIX}{body}.{self._sign(body)}", expires
@@ -75,13 +75,14 @@ class SessionTokens:
             body, signature = token[len(TOKEN_PREFIX) :].split(".", 1)
         except ValueError as exc:
             raise TokenError("malformed session token") from exc
-        if not hmac.compare_digest(signature, self._sign(body)):
+        # Bytes, not str: compare_digest refuses non-ASCII str with TypeError.
+        if not hmac.compare_digest(signature.encode(), self._sign(body).encode()):
             raise TokenError("bad session token signature")
         try:
             payload = json.loads(_unb64(body))
         except ValueError as exc:
             raise TokenError("malformed session token") from exc
-        if payload.get("e", 0) < (now or time.time()):
+        if payload.get("e", 0) < (time.time() if now is None else now):
             raise TokenError("session token expired")
         return Principal(
             tenant_id=payload["t"],

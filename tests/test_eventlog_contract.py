@@ -1,0 +1,482 @@
+"""Contract tests for :class:`memory.eventlog.EventLog`, run against every backend.
+
+``TestEventLogContract`` holds what every event log must do; it runs once per
+entry in ``EVENTLOG_BACKENDS``. Tests that rely on the in-process
+implementation's own features (file persistence, ``sweep``, the bounded
+subscriber queue) are below it, outside the class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+import pytest
+
+from memory.eventlog import EventLog, InProcessEventLog, Lagged, ResumeGap, follow
+from memory.eventlog.base import Event
+
+# -- backends -------------------------------------------------------------------
+
+
+class Backend(Protocol):
+    """What the contract tests need from a backend, beyond the EventLog API."""
+
+    async def make(
+        self,
+        *,
+        max_events: int = ...,
+        ttl_seconds: float = ...,
+        subscriber_buffer: int = ...,
+    ) -> EventLog:
+        """A fresh, empty event log with these retention options."""
+        ...
+
+    async def advance(self, seconds: float) -> None:
+        """Move this backend's clock forward (for retention by age)."""
+        ...
+
+    async def subscriber_count(self, log: EventLog, conversation_id: str) -> int:
+        """How many live subscriptions the log holds for a conversation."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close every log made."""
+        ...
+
+
+class InProcessBackend:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+        self.logs: list[InProcessEventLog] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def make(
+        self,
+        *,
+        max_events: int = 5000,
+        ttl_seconds: float = 900.0,
+        subscriber_buffer: int = 10_000,
+    ) -> EventLog:
+        log = InProcessEventLog(
+            max_events=max_events,
+            ttl_seconds=ttl_seconds,
+            subscriber_buffer=subscriber_buffer,
+            clock=self.clock,
+        )
+        self.logs.append(log)
+        return log
+
+    async def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def subscriber_count(self, log: EventLog, conversation_id: str) -> int:
+        assert isinstance(log, InProcessEventLog)
+        conv = log._logs.get(conversation_id)
+        return len(conv.subscribers) if conv else 0
+
+    async def aclose(self) -> None:
+        for log in self.logs:
+            await log.close()
+
+
+# One entry per hot-state backend. Redis will be added here as a second entry:
+# a backend whose make() returns a Redis-backed log (its clock hook can move
+# time with a server-side time offset or a short real TTL) and whose
+# subscriber_count() asks the server (PUBSUB NUMSUB).
+EVENTLOG_BACKENDS: dict[str, Callable[[], Backend]] = {
+    "inprocess": InProcessBackend,
+}
+
+
+@pytest.fixture(params=list(EVENTLOG_BACKENDS))
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    b = EVENTLOG_BACKENDS[request.param]()
+    try:
+        yield b
+    finally:
+        await b.aclose()
+
+
+MakeLog = Callable[..., Awaitable[EventLog]]
+
+
+@pytest.fixture
+def make_log(backend: Backend) -> MakeLog:
+    """``await make_log(max_events=..., ttl_seconds=..., subscriber_buffer=...)``."""
+    return backend.make
+
+
+@pytest.fixture
+async def log(make_log: MakeLog) -> EventLog:
+    """An event log with default retention."""
+    return await make_log()
+
+
+@pytest.fixture
+def cid() -> str:
+    # Unique per test, so a shared backend (a Redis server) never mixes tests.
+    return f"conv_test_{uuid.uuid4().hex}"
+
+
+# -- helpers --------------------------------------------------------------------
+
+
+async def _append_n(log: EventLog, cid: str, n: int, **fields: Any) -> list[Event]:
+    return [await log.append(cid, {"type": "t", "i": i, **fields}) for i in range(n)]
+
+
+def _follow(log: EventLog, cid: str, after: int) -> AsyncGenerator[Event, None]:
+    """``follow`` typed as the async generator it is (so it can be ``aclose``d)."""
+    return cast(AsyncGenerator[Event, None], follow(log, cid, after))
+
+
+def _seqs(events: list[Event]) -> list[int]:
+    return [e["seq"] for e in events]
+
+
+async def _take(log: EventLog, cid: str, after: int, n: int, timeout: float = 10.0) -> list[Event]:
+    """The first ``n`` events ``follow`` yields after ``after``."""
+    out: list[Event] = []
+    async with asyncio.timeout(timeout), aclosing(_follow(log, cid, after)) as stream:
+        async for event in stream:
+            out.append(event)
+            if len(out) == n:
+                break
+    return out
+
+
+async def _producer(log: EventLog, cid: str, upto: int, burst: int) -> None:
+    """Append events until seq ``upto``, ``burst`` at a time, yielding in between."""
+    n = await log.latest_seq(cid)
+    while n < upto:
+        for _ in range(min(burst, upto - n)):
+            event = await log.append(cid, {"type": "delta", "n": n + 1})
+            n = event["seq"]
+        await asyncio.sleep(0)
+
+
+def _assert_contiguous(events: list[Event], first: int, last: int, cid: str) -> None:
+    assert _seqs(events) == list(range(first, last + 1))
+    assert all(e["conversation_id"] == cid for e in events)
+    assert all(e["n"] == e["seq"] for e in events), "payload does not match its seq"
+
+
+# -- the contract ---------------------------------------------------------------
+
+
+class TestEventLogContract:
+    async def test_seq_starts_at_one_and_rises_by_one(self, log: EventLog, cid: str) -> None:
+        assert await log.latest_seq(cid) == 0
+        original = {"type": "message.delta", "text": "héllo", "nested": {"a": [1, 2]}}
+        first = await log.append(cid, original)
+        assert first == {**original, "conversation_id": cid, "seq": 1}
+        assert original == {"type": "message.delta", "text": "héllo", "nested": {"a": [1, 2]}}
+
+        rest = await _append_n(log, cid, 9)
+        assert _seqs(rest) == list(range(2, 11))
+        assert [e["i"] for e in rest] == list(range(9))
+        assert await log.latest_seq(cid) == 10
+
+    async def test_seq_is_independent_per_conversation(self, log: EventLog, cid: str) -> None:
+        other = cid + "-other"
+        await _append_n(log, cid, 3)
+        assert (await log.append(other, {"type": "x"}))["seq"] == 1
+        assert (await log.append(cid, {"type": "x"}))["seq"] == 4
+        assert await log.latest_seq(cid) == 4
+        assert await log.latest_seq(other) == 1
+        assert await log.latest_seq(cid + "-never") == 0
+        assert all(e["conversation_id"] == other for e in await log.replay(other, 0))
+
+    async def test_a_seq_in_the_event_is_replaced(self, log: EventLog, cid: str) -> None:
+        await log.append(cid, {"type": "a"})
+        stored = await log.append(cid, {"type": "b", "seq": 99, "conversation_id": "spoof"})
+        assert (stored["seq"], stored["conversation_id"]) == (2, cid)
+        assert _seqs(await log.replay(cid, 0)) == [1, 2]
+
+    async def test_replay_after(self, log: EventLog, cid: str) -> None:
+        appended = await _append_n(log, cid, 10)
+        assert await log.replay(cid, 0) == appended
+        for after in (1, 4, 9):
+            replayed = await log.replay(cid, after)
+            assert replayed == appended[after:]
+            assert _seqs(replayed) == list(range(after + 1, 11))
+        assert await log.replay(cid, 10) == []
+
+    async def test_replay_of_an_empty_conversation(self, log: EventLog, cid: str) -> None:
+        assert await log.replay(cid, 0) == []
+
+    async def test_replay_beyond_latest_raises(self, log: EventLog, cid: str) -> None:
+        with pytest.raises(ResumeGap):
+            await log.replay(cid, 1)
+        await _append_n(log, cid, 3)
+        with pytest.raises(ResumeGap) as info:
+            await log.replay(cid, 4)
+        assert (info.value.after, info.value.latest) == (4, 3)
+        with pytest.raises(ResumeGap):
+            await log.replay(cid, 1000)
+
+    async def test_retention_by_count(self, make_log: MakeLog, cid: str) -> None:
+        log = await make_log(max_events=5)
+        await _append_n(log, cid, 20)
+        assert await log.latest_seq(cid) == 20
+
+        with pytest.raises(ResumeGap) as info:
+            await log.replay(cid, 0)
+        assert (info.value.after, info.value.first_available, info.value.latest) == (0, 16, 20)
+        with pytest.raises(ResumeGap):
+            await log.replay(cid, 14)
+
+        assert _seqs(await log.replay(cid, 15)) == [16, 17, 18, 19, 20]
+        assert _seqs(await log.replay(cid, 18)) == [19, 20]
+        assert await log.replay(cid, 20) == []
+        assert (await log.append(cid, {"type": "x"}))["seq"] == 21
+
+    async def test_retention_by_age(self, backend: Backend, make_log: MakeLog, cid: str) -> None:
+        log = await make_log(ttl_seconds=10)
+        await _append_n(log, cid, 3)  # seq 1..3 at t=0
+        await backend.advance(5)
+        await _append_n(log, cid, 3)  # seq 4..6 at t=5
+        await backend.advance(4)  # t=9: nothing is older than 10s yet
+        assert _seqs(await log.replay(cid, 0)) == [1, 2, 3, 4, 5, 6]
+
+        await backend.advance(2)  # t=11: 1..3 are 11s old, 4..6 are 6s old
+        with pytest.raises(ResumeGap) as info:
+            await log.replay(cid, 0)
+        assert (info.value.first_available, info.value.latest) == (4, 6)
+        with pytest.raises(ResumeGap):
+            await log.replay(cid, 2)
+        assert _seqs(await log.replay(cid, 3)) == [4, 5, 6]
+        assert await log.latest_seq(cid) == 6
+        assert (await log.append(cid, {"type": "x"}))["seq"] == 7
+
+    async def test_ensure_floor(self, log: EventLog, cid: str) -> None:
+        await log.ensure_floor(cid, 41)
+        assert await log.latest_seq(cid) == 41
+        assert await log.replay(cid, 41) == []
+        assert (await log.append(cid, {"type": "x"}))["seq"] == 42
+        assert _seqs(await log.replay(cid, 41)) == [42]
+
+        await log.ensure_floor(cid, 10)  # never lowers
+        await log.ensure_floor(cid, 42)
+        assert await log.latest_seq(cid) == 42
+        assert (await log.append(cid, {"type": "x"}))["seq"] == 43
+
+        other = cid + "-other"
+        await log.ensure_floor(other, 0)
+        assert (await log.append(other, {"type": "x"}))["seq"] == 1
+
+    async def test_subscribe_sees_only_later_events(self, log: EventLog, cid: str) -> None:
+        await _append_n(log, cid, 2)
+        async with await log.subscribe(cid) as sub:
+            await log.append(cid, {"type": "live", "n": 3})
+            await log.append(cid + "-other", {"type": "elsewhere"})
+            await log.append(cid, {"type": "live", "n": 4})
+            async with asyncio.timeout(5):
+                got = [await sub.get(), await sub.get()]
+        assert _seqs(got) == [3, 4]
+        assert all(e["conversation_id"] == cid and e["type"] == "live" for e in got)
+
+    async def test_subscription_close_removes_it(
+        self, backend: Backend, log: EventLog, cid: str
+    ) -> None:
+        sub = await log.subscribe(cid)
+        async with await log.subscribe(cid):
+            assert await backend.subscriber_count(log, cid) == 2
+        assert await backend.subscriber_count(log, cid) == 1
+        await sub.close()
+        assert await backend.subscriber_count(log, cid) == 0
+        await log.append(cid, {"type": "after close"})  # delivering to nobody is fine
+
+    async def test_follow_backlog_then_live(self, log: EventLog, cid: str) -> None:
+        await _producer(log, cid, upto=5, burst=5)
+        producer = asyncio.create_task(_producer(log, cid, upto=12, burst=1))
+        try:
+            got = await _take(log, cid, after=2, n=10)
+        finally:
+            await producer
+        _assert_contiguous(got, 3, 12, cid)
+
+    async def test_follow_concurrent_appends_no_gap_no_duplicate(
+        self, log: EventLog, cid: str
+    ) -> None:
+        producer = asyncio.create_task(_producer(log, cid, upto=500, burst=7))
+        try:
+            async with asyncio.timeout(10):
+                while await log.latest_seq(cid) < 150:
+                    await asyncio.sleep(0)
+            started_at = await log.latest_seq(cid)
+            got = await _take(log, cid, after=100, n=400)
+        finally:
+            await producer
+        assert started_at < 500, "the follower must also see live events"
+        _assert_contiguous(got, 101, 500, cid)
+
+    async def test_follow_raises_resume_gap_when_too_old(
+        self, backend: Backend, make_log: MakeLog, cid: str
+    ) -> None:
+        log = await make_log(max_events=5)
+        await _append_n(log, cid, 20)
+        stream = follow(log, cid, 3)
+        with pytest.raises(ResumeGap) as info:
+            async with asyncio.timeout(5):
+                await anext(stream)
+        assert info.value.first_available == 16
+        assert await backend.subscriber_count(log, cid) == 0  # follow cleaned up
+
+        with pytest.raises(ResumeGap):
+            async with asyncio.timeout(5):
+                await anext(follow(log, cid, 21))  # beyond latest
+        assert await backend.subscriber_count(log, cid) == 0
+
+        assert _seqs(await _take(log, cid, after=15, n=5)) == [16, 17, 18, 19, 20]
+
+    async def test_closing_follow_releases_its_subscription(
+        self, backend: Backend, log: EventLog, cid: str
+    ) -> None:
+        await _append_n(log, cid, 3)
+        async with aclosing(_follow(log, cid, 0)) as stream:
+            assert (await anext(stream))["seq"] == 1
+            assert await backend.subscriber_count(log, cid) == 1
+        assert await backend.subscriber_count(log, cid) == 0
+
+    async def test_lagging_follower_refills_from_the_log(self, make_log: MakeLog, cid: str) -> None:
+        log = await make_log(subscriber_buffer=5)
+        await log.append(cid, {"type": "delta", "n": 1})
+        async with asyncio.timeout(10), aclosing(_follow(log, cid, 0)) as stream:
+            got = [await anext(stream)]  # subscribed; now fall far behind
+            await _producer(log, cid, upto=60, burst=60)
+            while got[-1]["seq"] < 60:
+                got.append(await anext(stream))
+            # And it keeps up with live traffic in bursts larger than its buffer.
+            producer = asyncio.create_task(_producer(log, cid, upto=300, burst=23))
+            try:
+                while got[-1]["seq"] < 300:
+                    got.append(await anext(stream))
+            finally:
+                await producer
+        _assert_contiguous(got, 1, 300, cid)
+
+    async def test_two_followers_see_identical_sequences(self, log: EventLog, cid: str) -> None:
+        await _producer(log, cid, upto=20, burst=20)
+        producer = asyncio.create_task(_producer(log, cid, upto=300, burst=11))
+        try:
+            one, two = await asyncio.gather(
+                _take(log, cid, after=0, n=300), _take(log, cid, after=0, n=300)
+            )
+        finally:
+            await producer
+        assert one == two
+        _assert_contiguous(one, 1, 300, cid)
+
+
+# -- in-process implementation only ------------------------------------------------
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _fill(log: InProcessEventLog, cid: str, n: int) -> None:
+    for i in range(n):
+        await log.append(cid, {"type": "t", "i": i})
+
+
+async def test_inprocess_save_load_round_trip(tmp_path: Path) -> None:
+    clock = Clock()
+    log = InProcessEventLog(max_events=5, ttl_seconds=60, clock=clock)
+    await _fill(log, "trimmed", 8)  # retains 4..8
+    await _fill(log, "short", 3)
+    await log.ensure_floor("floor-only", 40)
+    path = tmp_path / "events.jsonl"
+
+    assert log.save(path) == 8
+    assert path.exists() and not path.with_suffix(".tmp").exists()
+
+    clock.now += 30  # restart within the TTL
+    loaded = InProcessEventLog(max_events=5, ttl_seconds=60, clock=clock)
+    assert loaded.load(path) == 8
+    for cid in ("trimmed", "short", "floor-only"):
+        assert await loaded.latest_seq(cid) == await log.latest_seq(cid)
+    assert await loaded.replay("trimmed", 3) == await log.replay("trimmed", 3)
+    assert _seqs(await loaded.replay("trimmed", 3)) == [4, 5, 6, 7, 8]
+    assert await loaded.replay("short", 0) == await log.replay("short", 0)
+    assert await loaded.latest_seq("floor-only") == 40
+    with pytest.raises(ResumeGap):
+        await loaded.replay("trimmed", 0)
+
+    assert (await loaded.append("trimmed", {"type": "t"}))["seq"] == 9
+    assert (await loaded.append("floor-only", {"type": "t"}))["seq"] == 41
+
+    # Loading keeps seqs rising but drops events that expired while stopped.
+    clock.now += 120
+    late = InProcessEventLog(max_events=5, ttl_seconds=60, clock=clock)
+    assert late.load(path) == 8  # read from the file...
+    assert await late.replay("trimmed", 8) == []  # ...but expired on load
+    assert await late.latest_seq("trimmed") == 8
+    with pytest.raises(ResumeGap):
+        await late.replay("trimmed", 3)
+
+
+async def test_inprocess_load_missing_file(tmp_path: Path) -> None:
+    log = InProcessEventLog()
+    assert log.load(tmp_path / "nope.jsonl") == 0
+    assert await log.latest_seq("anything") == 0
+
+
+async def test_inprocess_full_expiry_keeps_seq_rising() -> None:
+    clock = Clock()
+    log = InProcessEventLog(ttl_seconds=10, clock=clock)
+    await _fill(log, "c", 3)
+    clock.now += 11
+    assert await log.replay("c", 3) == []
+    with pytest.raises(ResumeGap) as info:
+        await log.replay("c", 2)
+    assert (info.value.first_available, info.value.latest) == (4, 3)
+    assert (await log.append("c", {"type": "t"}))["seq"] == 4
+
+
+async def test_inprocess_sweep_drops_empty_expired_logs() -> None:
+    clock = Clock()
+    log = InProcessEventLog(ttl_seconds=10, clock=clock)
+    await _fill(log, "expired", 2)
+    await _fill(log, "watched", 2)
+    sub = await log.subscribe("watched")
+    clock.now += 8
+    await _fill(log, "fresh", 2)
+    assert log.sweep() == 3  # nothing has expired yet
+
+    clock.now += 5  # "expired" and "watched" events are 13s old, "fresh" 5s
+    assert log.sweep() == 2
+    assert set(log._logs) == {"watched", "fresh"}  # a subscribed log is kept
+    assert await log.latest_seq("expired") == 0  # forgotten (the store keeps last_seq)
+    assert await log.latest_seq("watched") == 2
+    assert _seqs(await log.replay("fresh", 0)) == [1, 2]
+
+    await sub.close()
+    clock.now += 20
+    assert log.sweep() == 0
+    assert log._logs == {}
+
+
+async def test_inprocess_subscription_raises_lagged_after_overflow() -> None:
+    log = InProcessEventLog(subscriber_buffer=3)
+    sub = await log.subscribe("c")
+    await _fill(log, "c", 5)
+    async with asyncio.timeout(5):
+        assert _seqs([await sub.get() for _ in range(3)]) == [1, 2, 3]
+        with pytest.raises(Lagged):
+            await sub.get()
+        await log.append("c", {"type": "t"})
+        assert (await sub.get())["seq"] == 6  # live again after reporting the lag
+    await sub.close()
