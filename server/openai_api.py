@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from agents.conversations import ConversationError
 from agents.llm.base import GenerationParams
-from memory.eventlog import follow
+from memory.eventlog import ResumeGap, follow
 from server.http_util import HTTPError, json_body, require_principal, state_of
 
 
@@ -110,7 +110,7 @@ async def chat_completions(request: Request) -> Response:
         )
         conv_id = session.conversation.id
         start_seq = await state.events.latest_seq(conv_id)
-        message, _ = await service.submit(
+        message, created = await service.submit(
             session,
             client_id=request.headers.get("idempotency-key"),
             text=text,
@@ -122,9 +122,22 @@ async def chat_completions(request: Request) -> Response:
         return _openai_error(status, str(exc), exc.code)
 
     completion_id = "chatcmpl-" + message.id
-    created = int(time.time())
+    created_ts = int(time.time())
     persona_slug = session.persona.slug
     prompt_tokens = state.provider.count_tokens(text)
+    if not created:
+        # A repeated Idempotency-Key: answer with the original reply, found from
+        # the start of the retained log (it may still be streaming).
+        start_seq = 0
+        try:
+            await state.events.replay(conv_id, 0)
+        except ResumeGap:
+            return _openai_error(
+                409,
+                "this Idempotency-Key was already used and its reply is no longer retained; "
+                f"see GET /v1/conversations/{conv_id}/messages",
+                "duplicate_request",
+            )
     reply = _reply_events(state, conv_id, start_seq, message.id)
 
     if not stream:
@@ -141,7 +154,7 @@ async def chat_completions(request: Request) -> Response:
                     {
                         "id": completion_id,
                         "object": "chat.completion",
-                        "created": created,
+                        "created": created_ts,
                         "model": persona_slug,
                         "choices": [
                             {
@@ -164,7 +177,7 @@ async def chat_completions(request: Request) -> Response:
             payload = {
                 "id": completion_id,
                 "object": "chat.completion.chunk",
-                "created": created,
+                "created": created_ts,
                 "model": persona_slug,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
             }
