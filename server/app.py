@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -18,7 +19,7 @@ from server.config import Settings
 from server.docs_api import docs_routes
 from server.http_util import HTTPError, error_response
 from server.logging import AccessLogMiddleware
-from server.state import build_state, close_state
+from server.state import build_state, close_state, maintenance_loop
 from server.ws import websocket_endpoint
 
 log = structlog.get_logger(__name__)
@@ -47,9 +48,11 @@ def create_app(
         state = await build_state(settings, provider=provider)
         app.state.salon = state
         log.info("salon_ready", provider=state.provider.name)
+        maintenance = asyncio.create_task(maintenance_loop(state))
         try:
             yield
         finally:
+            maintenance.cancel()
             log.info("salon_stopping", open_connections=len(state.connections))
             await close_state(state)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from dataclasses import dataclass, field
 
@@ -81,6 +82,17 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
         ),
     )
     return AppState(settings, store, events, provider, service, tokens)
+
+
+async def maintenance_loop(state: AppState, interval: float = 60.0) -> None:
+    """Periodic housekeeping: drop expired events of idle conversations from memory."""
+    while True:
+        await asyncio.sleep(interval)
+        if isinstance(state.events, InProcessEventLog):
+            try:
+                state.events.sweep()
+            except Exception:  # housekeeping must never take the server down
+                log.exception("event_log_sweep_failed")
 
 
 async def close_state(state: AppState) -> None:
