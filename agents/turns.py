@@ -85,6 +85,14 @@ class Turn:
         first_at: float | None = None
         provider = self.provider.name
         getter: asyncio.Task[object] | None = None
+
+        async def flush() -> None:
+            if buffer:
+                delta = "".join(buffer)
+                buffer.clear()
+                text.append(delta)
+                await emit({"type": "response.text.delta", "response_id": rid, "delta": delta})
+
         try:
             flush_at: float | None = None
             while True:
@@ -114,16 +122,10 @@ class Turn:
                         flush_at = time.monotonic() + self.coalesce_seconds
                     if time.monotonic() < flush_at:
                         continue
-                if buffer:
-                    delta = "".join(buffer)
-                    buffer.clear()
-                    text.append(delta)
-                    await emit({"type": "response.text.delta", "response_id": rid, "delta": delta})
+                await flush()
                 flush_at = None
-            if error is None and not self._cancel.is_set() and buffer:
-                delta = "".join(buffer)
-                text.append(delta)
-                await emit({"type": "response.text.delta", "response_id": rid, "delta": delta})
+            if error is None and not self._cancel.is_set():
+                await flush()
         finally:
             for task in (producer, cancel_wait, getter):
                 if task is not None:
@@ -133,40 +135,21 @@ class Turn:
         telemetry.TOKENS.labels(provider).inc(pieces)
         telemetry.RESPONSE_TIME.labels(provider).observe(time.perf_counter() - started)
         reply = "".join(text)
-        if self._cancel.is_set() and error is None:
-            reason = self.cancel_reason or "cancelled"
-            if reason == "cancelled":
-                result = TurnResult(rid, reply, "cancelled", pieces=pieces)
-                message_id = await finish(result)
-                await emit(
-                    {
-                        "type": "response.cancelled",
-                        "response_id": rid,
-                        "message_id": message_id,
-                        "text": reply,
-                    }
-                )
-            else:
-                result = TurnResult(
-                    rid, reply, "error", reason, _REASONS.get(reason, reason), pieces
-                )
-                message_id = await finish(result)
-                await emit(_error_event(result, message_id))
-        elif error is not None:
+        if error is not None:
             result = TurnResult(rid, reply, "error", error.code, str(error), pieces)
-            message_id = await finish(result)
-            await emit(_error_event(result, message_id))
+        elif self._cancel.is_set() and (self.cancel_reason or "cancelled") != "cancelled":
+            reason = self.cancel_reason or "cancelled"
+            result = TurnResult(rid, reply, "error", reason, _REASONS.get(reason, reason), pieces)
+        elif self._cancel.is_set():
+            result = TurnResult(rid, reply, "cancelled", pieces=pieces)
         else:
             result = TurnResult(rid, reply, "complete", pieces=pieces)
-            message_id = await finish(result)
-            await emit(
-                {
-                    "type": "response.done",
-                    "response_id": rid,
-                    "message_id": message_id,
-                    "text": reply,
-                }
-            )
+        message_id = await finish(result)
+        if result.status == "error":
+            await emit(_error_event(result, message_id))
+        else:
+            kind = "response.done" if result.status == "complete" else "response.cancelled"
+            await emit({"type": kind, "response_id": rid, "message_id": message_id, "text": reply})
         telemetry.RESPONSES.labels(result.status).inc()
         return result
 
