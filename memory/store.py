@@ -150,7 +150,10 @@ class Store:
                 )
                 s.add(row)
         except IntegrityError as exc:
-            raise Conflict(f"a persona with slug {slug!r} already exists") from exc
+            # Only a taken slug is a conflict; anything else (an unknown tenant) stays an error.
+            if await self.get_persona(tenant_id, slug) is not None:
+                raise Conflict(f"a persona with slug {slug!r} already exists") from exc
+            raise
         return _persona_record(row)
 
     async def get_persona(self, tenant_id: str, id_or_slug: str) -> PersonaRecord | None:

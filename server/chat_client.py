@@ -59,7 +59,8 @@ class ChatClient:
 
     def render(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
-        if isinstance(event.get("seq"), int):
+        # session.ready's seq is the server's latest, not what this client has shown.
+        if isinstance(event.get("seq"), int) and kind != "session.ready":
             self.last_seq = event["seq"]
         if kind == "session.ready":
             self.conversation_id = event["conversation_id"]

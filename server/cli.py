@@ -156,6 +156,9 @@ def personas_import(
 
     async def _import(store: Store) -> Any:
         await bootstrap_tenant(store, settings)
+        tenants = {t.id for t in await store.list_tenants()}
+        if tenant is not None and tenant not in tenants:
+            raise LookupError(f"no tenant {tenant!r} (known: {', '.join(sorted(tenants))})")
         tenant_id = tenant or (await store.list_tenants())[0].id
         return await create_persona(
             store, tenant_id, spec.model_dump(mode="json", exclude_none=True)
@@ -163,8 +166,8 @@ def personas_import(
 
     try:
         record = asyncio.run(_with_store(settings, _import))
-    except Conflict as exc:
-        typer.echo(f"salon: {exc}", err=True)
+    except (Conflict, LookupError) as exc:
+        typer.echo(f"salon: {exc.args[0] if exc.args else exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"imported persona {record.name!r}: id={record.id} slug={record.slug}")
 

@@ -61,7 +61,7 @@ async def create_session(request: Request) -> Response:
             raise HTTPError(404, "unknown_persona", f"no persona {persona!r}")
         persona = record.id
     ttl = body.get("ttl_seconds", state.settings.session_token_ttl_seconds)
-    if not isinstance(ttl, int) or not 1 <= ttl <= 86_400:
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= 86_400:
         raise HTTPError(400, "invalid_request", "'ttl_seconds' must be an integer in 1..86400")
     token, expires = state.tokens.mint(
         tenant_id=principal.tenant_id,

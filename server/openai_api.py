@@ -28,9 +28,9 @@ from server.http_util import HTTPError, json_body, require_principal, state_of
 def _openai_error(
     status: int, message: str, code: str, type_: str = "invalid_request_error"
 ) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"message": message, "type": type_, "code": code, "param": None}}, status
-    )
+    headers = {"WWW-Authenticate": 'Bearer realm="salon"'} if status == 401 else None
+    body = {"error": {"message": message, "type": type_, "code": code, "param": None}}
+    return JSONResponse(body, status, headers=headers)
 
 
 def _text_of(content: Any) -> str:
@@ -96,9 +96,18 @@ async def chat_completions(request: Request) -> Response:
     except HTTPError as exc:
         kind = "authentication_error" if exc.status == 401 else "invalid_request_error"
         return _openai_error(exc.status, exc.message, exc.code, kind)
+    state = state_of(request)
     if principal.is_session:
         user = principal.user_id or user  # a session token speaks for its own user only
-    state = state_of(request)
+        if principal.persona is not None:
+            record = await state.store.get_persona(principal.tenant_id, model)
+            if record is None or record.id != principal.persona:
+                return _openai_error(
+                    403,
+                    "this session token is for another persona",
+                    "forbidden",
+                    "permission_error",
+                )
     service = state.service
     try:
         session = await service.open(

@@ -27,8 +27,9 @@ HELLO = [ChatMessage("user", "Say hello in one short sentence.")]
 GREEDY = GenerationParams(max_tokens=12, temperature=0.0)
 
 
-async def collect(provider: LocalLLMProvider, messages: list[ChatMessage],
-                  params: GenerationParams) -> str:
+async def collect(
+    provider: LocalLLMProvider, messages: list[ChatMessage], params: GenerationParams
+) -> str:
     return "".join([piece async for piece in provider.stream(messages, params)])
 
 
@@ -98,8 +99,9 @@ async def test_stop_string_cuts_output(provider: LocalLLMProvider) -> None:
     full = await collect(provider, HELLO, GREEDY)
     assert len(full) > 6
     stop = full[3:6]
-    cut = await collect(provider, HELLO, GenerationParams(max_tokens=12, temperature=0,
-                                                          stop=(stop,)))
+    cut = await collect(
+        provider, HELLO, GenerationParams(max_tokens=12, temperature=0, stop=(stop,))
+    )
     assert cut == full[: full.index(stop)]
 
 
@@ -112,8 +114,9 @@ async def test_concurrent_streams_take_turns(provider: LocalLLMProvider) -> None
 
 @pytest.mark.slow
 @module_loop
-async def test_long_history_is_truncated(provider: LocalLLMProvider,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_long_history_is_truncated(
+    provider: LocalLLMProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
     filler = "word " * 400
     history = [ChatMessage("system", "You are terse.")]
     for _ in range(8):
@@ -137,7 +140,8 @@ async def test_long_history_is_truncated(provider: LocalLLMProvider,
 @pytest.mark.slow
 @module_loop
 async def test_generation_error_surfaces_as_llm_error(
-        provider: LocalLLMProvider, monkeypatch: pytest.MonkeyPatch) -> None:
+    provider: LocalLLMProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
     impl = provider._impl
     assert impl is not None
 
@@ -151,8 +155,9 @@ async def test_generation_error_surfaces_as_llm_error(
 
 
 @module_loop
-async def test_broken_cache_is_rebuilt(tmp_path: Path, cache_dir: Path,
-                                       provider: LocalLLMProvider) -> None:
+async def test_broken_cache_is_rebuilt(
+    tmp_path: Path, cache_dir: Path, provider: LocalLLMProvider
+) -> None:
     # Copy the good cache, break it, and check a fresh provider discards it and
     # rebuilds from the GGUF (the rebuild is stubbed out to keep this fast).
     from agents.llm import local
@@ -209,8 +214,12 @@ def test_stop_scanner_holds_partial_matches() -> None:
 
 
 def test_fit_drops_oldest_non_system_messages() -> None:
-    msgs = [ChatMessage("system", "s"), ChatMessage("user", "1"), ChatMessage("assistant", "2"),
-            ChatMessage("user", "3")]
+    msgs = [
+        ChatMessage("system", "s"),
+        ChatMessage("user", "1"),
+        ChatMessage("assistant", "2"),
+        ChatMessage("user", "3"),
+    ]
     kept = _fit(msgs, len, 3)
     assert [m.content for m in kept] == ["s", "2", "3"]
     assert [m.content for m in _fit(msgs, len, 0)] == ["s", "3"]  # the last one always stays
@@ -220,8 +229,15 @@ def test_importing_module_loads_no_heavy_libraries() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, agents.llm.local; "
-            "print(any(m in sys.modules for m in ('torch', 'transformers', 'llama_cpp')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parents[1])
+    code = (
+        "import sys, agents.llm.local; "
+        "print(any(m in sys.modules for m in ('torch', 'transformers', 'llama_cpp')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.stdout.strip() == "False"
