@@ -6,14 +6,19 @@ never sends anything itself: transports follow the log.
 
 Replies run as tasks owned by this service, not by a socket, so a client that
 drops mid-reply does not stop the reply; it reconnects and resumes from the log.
-One conversation has at most one reply in flight; messages that arrive
-meanwhile wait, and the next reply answers all of them together.
+One conversation has at most one reply in flight — across replicas, through a
+lock in the hot state; messages that arrive meanwhile wait, and the next reply
+answers all of them together. A reply whose replica died is ended by another
+replica (agents/recovery.py); a cancel reaches the replica that generates.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +27,10 @@ import structlog
 from agents import telemetry
 from agents.llm.base import GenerationParams, LLMProvider
 from agents.prompt import HistoryItem, build_messages
+from agents.recovery import active_key, recover_interrupted, reply_lock
 from agents.turns import Turn, TurnResult
 from memory.eventlog import EventLog
+from memory.hotstate import HotState, InProcessHotState
 from memory.ids import new_id
 from memory.records import ConversationRecord, MessageRecord, PersonaRecord, UserRecord
 from memory.store import Store
@@ -53,6 +60,9 @@ class TurnSettings:
     history_messages: int = 50
     coalesce_seconds: float = 0.015
     max_message_chars: int = 8000
+    # A replica refreshes its reply lock every lock_ttl/3; one that dies loses
+    # it after lock_ttl and its reply is ended by another replica.
+    lock_ttl_seconds: float = 10.0
 
 
 @dataclass
@@ -68,6 +78,10 @@ class _Runner:
     pending: list[_Pending] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
     turn: Turn | None = None
+    # A cancel that arrives while the next reply is being prepared (before its
+    # Turn exists) is kept here and applied as soon as the Turn is created.
+    cancel_reason: str | None = None
+    preparing: bool = False  # a batch was taken, its Turn does not exist yet
 
 
 class ConversationService:
@@ -77,13 +91,29 @@ class ConversationService:
         events: EventLog,
         provider: LLMProvider,
         settings: TurnSettings | None = None,
+        *,
+        hot: HotState | None = None,
+        replica_id: str | None = None,
     ) -> None:
         self.store = store
         self.events = events
         self.provider = provider
         self.settings = settings or TurnSettings()
+        self.hot = hot or InProcessHotState()
+        self.replica_id = (
+            replica_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        )
         self._runners: dict[str, _Runner] = {}
+        self._watched: dict[str, ConversationRecord] = {}
+        self._background: list[asyncio.Task[None]] = []
         self._closing = False
+
+    async def start(self) -> None:
+        """Listen for cross-replica control messages and watch for orphaned replies."""
+        self._background = [
+            asyncio.create_task(self._control_loop(), name="conversation-control"),
+            asyncio.create_task(self._watch_loop(), name="conversation-watch"),
+        ]
 
     # -- sessions -----------------------------------------------------------
 
@@ -126,7 +156,23 @@ class ConversationService:
                     tenant_id, persona_id=persona_rec.id, user_id=user.id, channel=channel
                 )
         await self.events.ensure_floor(conv.id, conv.last_seq)
+        await self._check_active(conv)
         return Session(persona=persona_rec, user=user, conversation=conv)
+
+    async def _check_active(self, conv: ConversationRecord) -> None:
+        """End an orphaned reply now, or watch a live one on another replica until it ends."""
+        if conv.id in self._runners:
+            return
+        await recover_interrupted(
+            self.store,
+            self.events,
+            self.hot,
+            conv,
+            owner=self.replica_id,
+            lock_ttl=self.settings.lock_ttl_seconds,
+        )
+        if await self.hot.get(active_key(conv.id)) is not None:
+            self._watched[conv.id] = conv
 
     # -- messages -----------------------------------------------------------
 
@@ -157,9 +203,14 @@ class ConversationService:
         message, created = await self.store.add_message(
             conv.tenant_id, conv.id, role="user", content=text, client_id=client_id
         )
-        if not created:
+        if not created and not await self._never_answered(conv, message):
             return message, False
-        telemetry.MESSAGES.labels("user", conv.channel).inc()
+        if created:
+            telemetry.MESSAGES.labels("user", conv.channel).inc()
+        # Scheduled before it is acknowledged: if the acknowledgement cannot be
+        # logged (hot state down) the client retries with the same id, and the
+        # retry finds the message stored but never answered and schedules it.
+        await self.hot.put(f"pending:{message.id}", {"conversation_id": conv.id}, ttl_seconds=600)
         accepted: dict[str, Any] = {
             "type": "message.accepted",
             "message_id": message.id,
@@ -176,23 +227,52 @@ class ConversationService:
             runner.task = asyncio.create_task(self._run(conv.id), name=f"replies:{conv.id}")
         return message, True
 
-    def cancel(self, conversation_id: str, reason: str = "cancelled") -> bool:
-        """Stop the reply in flight for this conversation; False if there is none."""
-        runner = self._runners.get(conversation_id)
-        if runner is None or runner.turn is None:
+    async def _never_answered(self, conv: ConversationRecord, message: MessageRecord) -> bool:
+        """A stored user message that no reply covers, none is queued for, and none is writing."""
+        if await self.hot.get(f"pending:{message.id}") is not None:
             return False
-        runner.turn.cancel(reason)
+        if await self.hot.get(active_key(conv.id)) is not None:
+            return False
+        recent = await self.store.list_messages(conv.tenant_id, conv.id, limit=50)
+        ids = [m.id for m in recent]
+        if message.id not in ids:
+            return False  # old: long since answered or abandoned
+        return all(m.role != "assistant" for m in recent[ids.index(message.id) + 1 :])
+
+    async def cancel(self, conversation_id: str, reason: str = "cancelled") -> bool:
+        """Stop the reply in flight, on whichever replica generates it; False if none."""
+        runner = self._runners.get(conversation_id)
+        if runner is not None and runner.turn is not None:
+            runner.turn.cancel(reason)
+            return True
+        if runner is not None and (runner.preparing or runner.pending):
+            runner.cancel_reason = reason  # the reply is about to start
+            return True
+        if await self.hot.get(active_key(conversation_id)) is None:
+            return False
+        await self.hot.publish(
+            "control", {"action": "cancel", "conversation_id": conversation_id, "reason": reason}
+        )
         return True
 
-    def replying(self, conversation_id: str) -> bool:
+    async def replying(self, conversation_id: str) -> bool:
         runner = self._runners.get(conversation_id)
-        return bool(runner and runner.turn)
+        if runner is not None and runner.turn is not None:
+            return True
+        return await self.hot.get(active_key(conversation_id)) is not None
 
     async def shutdown(self, timeout: float = 10.0) -> None:
         """Refuse new messages; end replies in flight with ``error`` code ``shutdown``."""
         self._closing = True
-        for runner in list(self._runners.values()):
-            runner.pending.clear()
+        for task in self._background:
+            task.cancel()
+        for conv_id, runner in list(self._runners.items()):
+            dropped, runner.pending = runner.pending, []
+            if dropped:  # queued, never started: say so (a resend after restart is answered)
+                await self._report_failure(
+                    conv_id, dropped, "shutdown", "the server is shutting down; send again later"
+                )
+            runner.cancel_reason = "shutdown"
             if runner.turn is not None:
                 runner.turn.cancel("shutdown")
         tasks = [r.task for r in self._runners.values() if r.task is not None]
@@ -200,6 +280,33 @@ class ConversationService:
             _, stuck = await asyncio.wait(tasks, timeout=timeout)
             for task in stuck:
                 task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
+
+    async def _control_loop(self) -> None:
+        async for message in self.hot.subscribe("control"):
+            if message.get("action") == "cancel":
+                runner = self._runners.get(str(message.get("conversation_id")))
+                if runner is not None and runner.turn is not None:
+                    runner.turn.cancel(str(message.get("reason") or "cancelled"))
+
+    async def _watch_loop(self) -> None:
+        """Conversations opened here whose reply runs elsewhere: end it if that replica dies."""
+        while True:
+            await asyncio.sleep(max(0.2, self.settings.lock_ttl_seconds / 4))
+            for conv_id, conv in list(self._watched.items()):
+                try:
+                    await recover_interrupted(
+                        self.store,
+                        self.events,
+                        self.hot,
+                        conv,
+                        owner=self.replica_id,
+                        lock_ttl=self.settings.lock_ttl_seconds,
+                    )
+                    if await self.hot.get(active_key(conv_id)) is None:
+                        self._watched.pop(conv_id, None)
+                except Exception as exc:  # the hot state may be down; try again later
+                    log.warning("watch_failed", conversation_id=conv_id, error=repr(exc))
 
     # -- replies ------------------------------------------------------------
 
@@ -208,15 +315,78 @@ class ConversationService:
         try:
             while runner.pending and not self._closing:
                 batch, runner.pending = runner.pending, []
+                runner.preparing = True
                 try:
-                    await self._reply(runner, batch)
-                except Exception:
+                    await self._locked_reply(runner, batch)
+                except Exception as exc:
                     log.exception("reply_failed", conversation_id=conversation_id)
+                    await self._report_failure(
+                        conversation_id,
+                        batch,
+                        "reply_failed",
+                        f"the reply could not be produced ({type(exc).__name__}); "
+                        "your message is kept, send another to try again",
+                    )
+                finally:
+                    runner.preparing = False
+                    runner.cancel_reason = None
+                    for item in batch:
+                        with contextlib.suppress(Exception):
+                            await self.hot.delete(f"pending:{item.message.id}")
         finally:
             runner.task = None
             runner.turn = None
             if not runner.pending:
                 self._runners.pop(conversation_id, None)
+
+    async def _report_failure(
+        self, conversation_id: str, batch: list[_Pending], code: str, message: str
+    ) -> None:
+        """Replies that will not come: say so, so nobody waits forever."""
+        with contextlib.suppress(Exception):
+            await self.events.append(
+                conversation_id,
+                {
+                    "type": "error",
+                    "code": code,
+                    "message": message,
+                    "reply_to": [p.message.id for p in batch],
+                },
+            )
+        for item in batch:
+            with contextlib.suppress(Exception):
+                await self.hot.delete(f"pending:{item.message.id}")
+
+    async def _locked_reply(self, runner: _Runner, batch: list[_Pending]) -> None:
+        """Wait for the conversation's reply lock (another replica may hold it), then reply."""
+        conv = runner.session.conversation
+        ttl = self.settings.lock_ttl_seconds
+        lock = reply_lock(conv.id)
+        while not await self.hot.acquire_lock(lock, self.replica_id, ttl):
+            if self._closing:
+                return
+            await recover_interrupted(
+                self.store, self.events, self.hot, conv, owner=self.replica_id, lock_ttl=ttl
+            )
+            await asyncio.sleep(0.05)
+        refresher = asyncio.create_task(self._refresh_lock(lock, ttl))
+        try:
+            await self._reply(runner, batch)
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(Exception):
+                await self.hot.delete(active_key(conv.id))
+            with contextlib.suppress(Exception):
+                await self.hot.release_lock(lock, self.replica_id)
+
+    async def _refresh_lock(self, lock: str, ttl: float) -> None:
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                if not await self.hot.refresh_lock(lock, self.replica_id, ttl):
+                    log.warning("reply_lock_lost", lock=lock)
+            except Exception as exc:
+                log.warning("reply_lock_refresh_failed", lock=lock, error=repr(exc))
 
     async def _reply(self, runner: _Runner, batch: list[_Pending]) -> TurnResult:
         session = runner.session
@@ -248,6 +418,21 @@ class ConversationService:
             created_fields={"reply_to": [p.message.id for p in batch]},
         )
         runner.turn = turn
+        runner.preparing = False
+        if self._closing:
+            turn.cancel("shutdown")
+        elif runner.cancel_reason is not None:
+            turn.cancel(runner.cancel_reason)
+        runner.cancel_reason = None
+        await self.hot.put(
+            active_key(conv.id),
+            {
+                "response_id": response_id,
+                "message_id": message_id,
+                "owner": self.replica_id,
+                "after": await self.events.latest_seq(conv.id),
+            },
+        )
 
         async def emit(event: dict[str, Any]) -> None:
             await self.events.append(conv.id, event)
@@ -266,6 +451,9 @@ class ConversationService:
                     message_id=message_id,
                 )
                 telemetry.MESSAGES.labels("assistant", conv.channel).inc()
+            # Gone before the final event is sent: a client that has seen the
+            # final event never finds this reply "still active".
+            await self.hot.delete(active_key(conv.id))
             return message_id
 
         try:

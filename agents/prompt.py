@@ -87,6 +87,8 @@ def build_messages(
         str(persona.get("post_history_instructions") or "").strip(), char=char, user=user_name
     )
 
+    # A huge reply budget must not starve the prompt: keep at least half the window.
+    reply_tokens = min(reply_tokens, context_window // 2)
     overhead = 4  # chat-template tokens around each message, roughly
     budget = context_window - reply_tokens - count_tokens(system) - overhead
     if post:

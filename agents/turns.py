@@ -21,8 +21,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from agents import telemetry
 from agents.llm.base import ChatMessage, GenerationParams, LLMError, LLMProvider
+
+log = structlog.get_logger(__name__)
 
 Emit = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -144,7 +148,20 @@ class Turn:
             result = TurnResult(rid, reply, "cancelled", pieces=pieces)
         else:
             result = TurnResult(rid, reply, "complete", pieces=pieces)
-        message_id = await finish(result)
+        try:
+            message_id = await finish(result)
+        except Exception as exc:
+            # The reply could not be stored: still end it, so no client waits forever.
+            log.exception("reply_not_stored", response_id=rid)
+            result = TurnResult(
+                rid,
+                reply,
+                "error",
+                "storage_error",
+                f"the reply could not be saved ({type(exc).__name__})",
+                pieces,
+            )
+            message_id = ""
         if result.status == "error":
             await emit(_error_event(result, message_id))
         else:
@@ -154,8 +171,10 @@ class Turn:
         return result
 
     async def _produce(self, queue: asyncio.Queue[object]) -> None:
-        stream = self.provider.stream(self.messages, self.params)
+        stream = None
         try:
+            # Inside the try: a provider may raise as soon as it is called.
+            stream = self.provider.stream(self.messages, self.params)
             async for piece in stream:
                 if piece:
                     queue.put_nowait(piece)
@@ -167,7 +186,7 @@ class Turn:
         except Exception as exc:  # a provider bug must still end the reply cleanly
             queue.put_nowait(LLMError(f"the language model failed: {type(exc).__name__}"))
         finally:
-            aclose = getattr(stream, "aclose", None)
+            aclose = getattr(stream, "aclose", None) if stream is not None else None
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()

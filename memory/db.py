@@ -1,8 +1,10 @@
 """Database URLs and the async engine.
 
 ``SALON_DATABASE_URL`` accepts the URLs people paste (``postgresql://``,
-``postgres://``, ``sqlite:///path``); this module turns them into the async
-driver URLs SQLAlchemy wants and configures SQLite for a server workload.
+``postgres://``, ``sqlite:///path``, libpq's ``?host=/socket/dir`` and
+``?sslmode=``); this module turns them into the async driver URLs SQLAlchemy
+wants and configures the pool (Postgres) or the file (SQLite) for a server
+workload. docs/postgres.md describes running on Postgres.
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
 def normalize_database_url(url: str | None, data_dir: Path) -> str:
-    """Return an async-driver URL; ``None`` means the SQLite file in ``data_dir``."""
+    """Return an async-driver URL; ``None`` means the SQLite file in ``data_dir``.
+
+    Postgres URLs get the asyncpg driver. A unix socket is given the libpq way,
+    ``postgresql://user@/db?host=/var/run/postgresql``, and passes through.
+    libpq's ``sslmode=`` becomes asyncpg's ``ssl=`` (same values).
+    """
     if not url:
         return f"sqlite+aiosqlite:///{(data_dir / 'salon.db').resolve()}"
     if url.startswith("postgres://"):
@@ -26,6 +33,13 @@ def normalize_database_url(url: str | None, data_dir: Path) -> str:
         parsed = parsed.set(drivername="postgresql+asyncpg")
     elif parsed.drivername == "sqlite":
         parsed = parsed.set(drivername="sqlite+aiosqlite")
+    if parsed.drivername == "postgresql+asyncpg" and "sslmode" in parsed.query:
+        # asyncpg.connect() has no sslmode keyword; SQLAlchemy hands query
+        # parameters to it as keywords, so a pasted libpq URL would fail.
+        sslmode = parsed.query["sslmode"]
+        parsed = parsed.difference_update_query(["sslmode"])
+        if "ssl" not in parsed.query:
+            parsed = parsed.update_query_dict({"ssl": sslmode})
     return parsed.render_as_string(hide_password=False)
 
 
@@ -34,7 +48,12 @@ def is_sqlite(url: str) -> bool:
 
 
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
-    """Create the async engine for ``url`` (already normalized)."""
+    """Create the async engine for ``url`` (already normalized).
+
+    On Postgres the pool keeps up to ``pool_size`` connections open and allows
+    as many again in bursts; a connection is pinged when taken from the pool,
+    so one cut by a database restart or failover is replaced, not handed out.
+    """
     kwargs: dict[str, Any] = {"echo": echo}
     if is_sqlite(url):
         database = make_url(url).database
@@ -48,7 +67,14 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
             raise RuntimeError(
                 "Postgres support needs the 'postgres' extra: pip install 'salon[postgres]'"
             ) from exc
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        if pool_size < 1:
+            raise ValueError(f"SALON_DATABASE_POOL_SIZE must be at least 1, got {pool_size}")
+        kwargs.update(
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            connect_args={"server_settings": {"application_name": "salon"}},
+        )
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
         _tune_sqlite(engine)

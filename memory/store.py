@@ -3,6 +3,13 @@
 Every method that touches tenant-owned rows takes ``tenant_id`` and filters by
 it; there is no way to read another tenant's row through this class. One
 implementation serves SQLite and Postgres (SQLAlchemy 2 async).
+
+On Postgres the database enforces the same rule a second time: each
+transaction declares its tenant (``salon.tenant_id``) and row-level security
+policies hide every other tenant's rows, so a query that forgets its
+``WHERE tenant_id`` still cannot leak (docs/postgres.md). The few cross-tenant
+operations (API-key lookup, tenant bootstrap and listing, server secrets) opt in
+explicitly with ``salon.scope = 'system'``.
 """
 
 from __future__ import annotations
@@ -38,6 +45,11 @@ from memory.records import (
     UserRecord,
 )
 
+# Postgres settings read by the row-level security policies of migration 0002.
+_SET_SCOPE = text(
+    "SELECT set_config('salon.tenant_id', :tenant, true), set_config('salon.scope', :scope, true)"
+)
+
 
 class Conflict(Exception):
     """A unique value (e.g. a persona slug) is already taken in this tenant."""
@@ -58,10 +70,28 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # Row-level security exists on Postgres only (migration 0002); SQLite
+        # transactions carry no settings and cost no extra round trip.
+        self._row_security = engine.dialect.name == "postgresql"
 
     @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncSession]:
+    async def _tx(
+        self, tenant_id: str | None = None, *, system: bool = False
+    ) -> AsyncIterator[AsyncSession]:
+        """One transaction, scoped for row-level security on Postgres.
+
+        ``tenant_id`` makes that tenant's rows visible (and the only rows
+        writable); ``system=True`` opts in to cross-tenant access, for the few
+        operations that must find a tenant rather than act inside one. Both are
+        transaction-local (``set_config(..., true)``), so nothing leaks to the
+        next user of a pooled connection. With neither, tenant-owned tables
+        read as empty on Postgres.
+        """
         async with self._sessions() as session, session.begin():
+            if self._row_security and (tenant_id is not None or system):
+                await session.execute(
+                    _SET_SCOPE, {"tenant": tenant_id or "", "scope": "system" if system else ""}
+                )
             yield session
 
     async def ping(self) -> None:
@@ -75,13 +105,13 @@ class Store:
     # -- tenants, keys, secrets ---------------------------------------------
 
     async def count_tenants(self) -> int:
-        async with self._tx() as s:
+        async with self._tx(system=True) as s:
             return int((await s.execute(select(func.count()).select_from(Tenant))).scalar_one())
 
     async def create_tenant(self, name: str, *, tenant_id: str | None = None) -> TenantRecord:
         """Create a tenant; a taken ``tenant_id`` raises :class:`Conflict`."""
         try:
-            async with self._tx() as s:
+            async with self._tx(system=True) as s:
                 row = Tenant(id=tenant_id or new_id("ten"), name=name)
                 s.add(row)
         except IntegrityError as exc:
@@ -89,7 +119,7 @@ class Store:
         return TenantRecord(id=row.id, name=row.name)
 
     async def list_tenants(self) -> list[TenantRecord]:
-        async with self._tx() as s:
+        async with self._tx(system=True) as s:
             rows = (await s.execute(select(Tenant).order_by(Tenant.created_at))).scalars()
             return [TenantRecord(id=r.id, name=r.name) for r in rows]
 
@@ -98,7 +128,7 @@ class Store:
     ) -> tuple[ApiKeyRecord, str]:
         """Create a key; return its record and the plaintext (shown once, never stored)."""
         plaintext = key or generate_api_key()
-        async with self._tx() as s:
+        async with self._tx(tenant_id) as s:
             row = ApiKey(
                 id=new_id("key"),
                 tenant_id=tenant_id,
@@ -112,7 +142,7 @@ class Store:
 
     async def find_api_key(self, plaintext: str) -> ApiKeyRecord | None:
         """The live key whose hash matches, across tenants (this is how auth finds the tenant)."""
-        async with self._tx() as s:
+        async with self._tx(system=True) as s:
             row = (
                 await s.execute(
                     select(ApiKey).where(
@@ -124,16 +154,16 @@ class Store:
 
     async def get_or_create_secret(self, name: str) -> str:
         """A random secret shared by every replica through the database."""
-        async with self._tx() as s:
+        async with self._tx(system=True) as s:
             row = await s.get(ServerSecret, name)
             if row:
                 return row.value
         try:
-            async with self._tx() as s:
+            async with self._tx(system=True) as s:
                 s.add(ServerSecret(name=name, value=secrets.token_urlsafe(32)))
         except IntegrityError:
             pass  # another replica created it first; read theirs
-        async with self._tx() as s:
+        async with self._tx(system=True) as s:
             row = await s.get(ServerSecret, name)
             assert row is not None
             return row.value
@@ -144,7 +174,7 @@ class Store:
         self, tenant_id: str, *, slug: str, name: str, data: dict[str, Any]
     ) -> PersonaRecord:
         try:
-            async with self._tx() as s:
+            async with self._tx(tenant_id) as s:
                 row = Persona(
                     id=new_id("per"), tenant_id=tenant_id, slug=slug, name=name, data=data
                 )
@@ -157,7 +187,7 @@ class Store:
         return _persona_record(row)
 
     async def get_persona(self, tenant_id: str, id_or_slug: str) -> PersonaRecord | None:
-        async with self._tx() as s:
+        async with self._tx(tenant_id) as s:
             row = (
                 await s.execute(
                     select(Persona).where(
@@ -169,7 +199,7 @@ class Store:
         return _persona_record(row) if row else None
 
     async def list_personas(self, tenant_id: str) -> list[PersonaRecord]:
-        async with self._tx() as s:
+        async with self._tx(tenant_id) as s:
             rows = (
                 await s.execute(
                     select(Persona)
@@ -183,7 +213,7 @@ class Store:
         self, tenant_id: str, persona_id: str, *, slug: str, name: str, data: dict[str, Any]
     ) -> PersonaRecord | None:
         try:
-            async with self._tx() as s:
+            async with self._tx(tenant_id) as s:
                 row = (
                     await s.execute(
                         select(Persona).where(
@@ -199,7 +229,7 @@ class Store:
         return _persona_record(row)
 
     async def delete_persona(self, tenant_id: str, persona_id: str) -> bool:
-        async with self._tx() as s:
+        async with self._tx(tenant_id) as s:
             row = (
                 await s.execute(
                     select(Persona).where(Persona.tenant_id == tenant_id, Persona.id == persona_id)
@@ -217,7 +247,7 @@ class Store:
     ) -> UserRecord:
         """The user with this external id, created on first sight (race-safe)."""
         for _ in range(2):
-            async with self._tx() as s:
+            async with self._tx(tenant_id) as s:
                 row = (
                     await s.execute(
                         select(User).where(
@@ -230,7 +260,7 @@ class Store:
                         row.name = name
                     return _user_record(row)
             try:
-                async with self._tx() as s:
+                async with self._tx(tenant_id) as s:
                     row = User(
                         id=new_id("usr"), tenant_id=tenant_id, external_id=external_id, name=name
                     )
@@ -241,7 +271,7 @@ class Store:
         raise RuntimeError("could not create user")  # pragma: no cover
 
     async def get_user(self, tenant_id: str, user_id: str) -> UserRecord | None:
-        async with self._tx() as s:
+        async with self._tx(tenant_id) as s:
             row = (
                 await s.execute(select(User).where(User.tenant_id == tenant_id, User.id == user_id))
             ).scalar_one_or_none()
@@ -252,7 +282,7 @@ class Store:
     async def create_conversation(
         self, tenant_id: str, *, persona_id: str, user_id: str, channel: str = "ws"
     ) -> ConversationRecord:
-        async with self._tx() as s:
+        async with self._tx(tenant_id) as s:
             row = Conversation(
                 id=new_id("conv"),
                 tenant_id=tenant_id,
@@ -267,7 +297,7 @@ class Store:
     async def get_conversation(
         self, tenant_id: str, conversation_id: str
     ) -> ConversationRecord | None:
-        async with self._tx() as s:
+        async with self._tx(tenant_id) as s:
             row = (
                 await s.execute(
                     select(Conversation).where(
@@ -280,7 +310,7 @@ class Store:
     async def latest_conversation(
         self, tenant_id: str, *, persona_id: str, user_id: str, channel: str
     ) -> ConversationRecord | None:
-        async with self._tx() as s:
+        async with self._tx(tenant_id) as s:
             row = (
                 await s.execute(
                     select(Conversation)
@@ -298,7 +328,7 @@ class Store:
 
     async def record_last_seq(self, tenant_id: str, conversation_id: str, seq: int) -> None:
         """Remember the highest issued seq (only ever raises it)."""
-        async with self._tx() as s:
+        async with self._tx(tenant_id) as s:
             await s.execute(
                 update(Conversation)
                 .where(
@@ -325,7 +355,7 @@ class Store:
     ) -> tuple[MessageRecord, bool]:
         """Insert a message; with ``client_id``, a repeat returns the first one and ``False``."""
         try:
-            async with self._tx() as s:
+            async with self._tx(tenant_id) as s:
                 row = Message(
                     id=message_id or new_id("msg"),
                     tenant_id=tenant_id,
@@ -350,7 +380,7 @@ class Store:
     async def find_client_message(
         self, tenant_id: str, conversation_id: str, client_id: str
     ) -> MessageRecord | None:
-        async with self._tx() as s:
+        async with self._tx(tenant_id) as s:
             row = (
                 await s.execute(
                     select(Message).where(
@@ -371,7 +401,7 @@ class Store:
         before: str | None = None,
     ) -> list[MessageRecord]:
         """The newest ``limit`` messages (older than message ``before``), oldest first."""
-        async with self._tx() as s:
+        async with self._tx(tenant_id) as s:
             q = select(Message).where(
                 Message.tenant_id == tenant_id, Message.conversation_id == conversation_id
             )

@@ -36,12 +36,14 @@ class Settings(BaseSettings):
     # -- limits
     max_frame_bytes: int = 65_536
     messages_per_minute: int = 60
+    user_messages_per_minute: int = 120
     max_message_chars: int = 8000
     max_connections: int = 10_000
 
     # -- event log
     event_log_max_events: int = 5000
     event_log_ttl_seconds: float = 900.0
+    reply_lock_ttl_seconds: float = 10.0
 
     # -- LLM
     llm_provider: str | None = None

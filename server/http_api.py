@@ -11,7 +11,9 @@ from starlette.routing import Route
 
 from agents.cards import CardError, to_card_v2, to_card_v3, write_png_card
 from agents.personas import create_persona, public_persona, spec_of, update_persona
+from memory.records import PersonaRecord
 from memory.store import Conflict
+from server.auth import Principal
 from server.http_util import HTTPError, json_body, require_principal, state_of
 
 
@@ -23,7 +25,12 @@ async def readyz(request: Request) -> Response:
     state = state_of(request)
     checks: dict[str, str] = {}
     ok = True
-    for name, probe in (("database", state.store.ping), ("event_log", state.events.ping)):
+    probes = (
+        ("database", state.store.ping),
+        ("event_log", state.events.ping),
+        ("hot_state", state.hot.ping),
+    )
+    for name, probe in probes:
         try:
             await probe()
             checks[name] = "ok"
@@ -47,11 +54,20 @@ async def create_session(request: Request) -> Response:
     user = body.get("user")
     if isinstance(user, str):
         user = {"id": user}
-    if not isinstance(user, dict) or not isinstance(user.get("id"), str) or not user["id"].strip():
-        raise HTTPError(400, "invalid_request", "'user' must be an object with a non-empty 'id'")
+    if (
+        not isinstance(user, dict)
+        or not isinstance(user.get("id"), str)
+        or not user["id"].strip()
+        or len(user["id"]) > 200
+    ):
+        raise HTTPError(
+            400, "invalid_request", "'user' must be an object with an 'id' of 1..200 characters"
+        )
     name = user.get("name")
-    if name is not None and not isinstance(name, str):
-        raise HTTPError(400, "invalid_request", "'user.name' must be a string")
+    if name is not None and (not isinstance(name, str) or len(name) > 200):
+        raise HTTPError(
+            400, "invalid_request", "'user.name' must be a string of at most 200 characters"
+        )
     persona = body.get("persona")
     if persona is not None:
         if not isinstance(persona, str):
@@ -81,10 +97,37 @@ async def create_session(request: Request) -> Response:
     )
 
 
+# What a browser or app (session token) may see of a persona: not its prompts.
+CLIENT_FIELDS = (
+    "id",
+    "slug",
+    "name",
+    "nickname",
+    "description",
+    "first_mes",
+    "alternate_greetings",
+    "tags",
+    "creator",
+    "character_version",
+    "voice",
+    "created_at",
+    "updated_at",
+)
+
+
+def _persona_for(principal: Principal, record: PersonaRecord) -> dict[str, Any]:
+    data = public_persona(record)
+    if principal.is_session:
+        return {k: data[k] for k in CLIENT_FIELDS if k in data}
+    return data
+
+
 async def list_personas(request: Request) -> Response:
     principal = await require_principal(request)
     records = await state_of(request).store.list_personas(principal.tenant_id)
-    return JSONResponse({"data": [public_persona(r) for r in records]})
+    if principal.is_session and principal.persona is not None:
+        records = [r for r in records if r.id == principal.persona]
+    return JSONResponse({"data": [_persona_for(principal, r) for r in records]})
 
 
 async def post_persona(request: Request) -> Response:
@@ -109,7 +152,10 @@ async def _persona_or_404(request: Request, tenant_id: str) -> Any:
 
 async def get_persona(request: Request) -> Response:
     principal = await require_principal(request)
-    return JSONResponse(public_persona(await _persona_or_404(request, principal.tenant_id)))
+    record = await _persona_or_404(request, principal.tenant_id)
+    if principal.is_session and principal.persona not in (None, record.id):
+        raise HTTPError(404, "unknown_persona", f"no persona {request.path_params['persona_id']!r}")
+    return JSONResponse(_persona_for(principal, record))
 
 
 async def patch_persona(request: Request) -> Response:
@@ -138,7 +184,7 @@ async def delete_persona(request: Request) -> Response:
 
 async def get_persona_card(request: Request) -> Response:
     """Export as a Character Card: V2 JSON (default), ``?format=v3`` or ``?format=png``."""
-    principal = await require_principal(request)
+    principal = await require_principal(request, api_key_only=True)  # cards carry the prompts
     spec = spec_of(await _persona_or_404(request, principal.tenant_id))
     fmt = request.query_params.get("format", "v2")
     if fmt == "v2":
@@ -158,8 +204,12 @@ async def conversation_messages(request: Request) -> Response:
     conv = await state.store.get_conversation(principal.tenant_id, cid)
     if conv is not None and principal.is_session:
         user = await state.store.get_user(principal.tenant_id, conv.user_id)
-        if user is None or user.external_id != principal.user_id:
-            conv = None  # another user's conversation: indistinguishable from none
+        if (
+            user is None
+            or user.external_id != principal.user_id
+            or principal.persona not in (None, conv.persona_id)
+        ):
+            conv = None  # not this token's conversation: indistinguishable from none
     if conv is None:
         raise HTTPError(404, "conversation_not_found", f"no conversation {cid!r}")
     try:

@@ -67,8 +67,8 @@ def _parse(body: dict[str, Any]) -> tuple[str, str, str | None, GenerationParams
         or None
     )
     user = body.get("user") or "anonymous"
-    if not isinstance(user, str):
-        raise HTTPError(400, "invalid_request", "'user' must be a string")
+    if not isinstance(user, str) or len(user) > 200:
+        raise HTTPError(400, "invalid_request", "'user' must be a string of at most 200 characters")
     params = None
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     temperature = body.get("temperature")
@@ -97,6 +97,14 @@ async def chat_completions(request: Request) -> Response:
         kind = "authentication_error" if exc.status == 401 else "invalid_request_error"
         return _openai_error(exc.status, exc.message, exc.code, kind)
     state = state_of(request)
+    limit = state.settings.max_message_chars
+    if system is not None and len(system) > limit:
+        return _openai_error(
+            400, f"system instructions are longer than {limit} characters", "message_too_long"
+        )
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
+        return _openai_error(400, "Idempotency-Key must be 1..200 characters", "invalid_request")
     if principal.is_session:
         user = principal.user_id or user  # a session token speaks for its own user only
         if principal.persona is not None:
@@ -118,10 +126,18 @@ async def chat_completions(request: Request) -> Response:
             reuse_latest=True,
         )
         conv_id = session.conversation.id
+        rate_key = f"user-rate:{principal.tenant_id}:{session.user.id}"
+        if not await state.hot.hit(rate_key, state.settings.user_messages_per_minute, 60):
+            return _openai_error(
+                429,
+                "too many messages from this user; try again later",
+                "rate_limited",
+                "rate_limit_error",
+            )
         start_seq = await state.events.latest_seq(conv_id)
         message, created = await service.submit(
             session,
-            client_id=request.headers.get("idempotency-key"),
+            client_id=idempotency_key,
             text=text,
             params=params,
             instructions=system,

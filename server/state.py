@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -13,6 +14,7 @@ from agents.llm.base import LLMProvider
 from agents.llm.registry import create_provider
 from memory.db import create_engine, normalize_database_url
 from memory.eventlog import EventLog, InProcessEventLog
+from memory.hotstate import HotState, InProcessHotState
 from memory.migrate import migrate
 from memory.store import Conflict, Store
 from server.auth import SessionTokens
@@ -31,18 +33,33 @@ class AppState:
     provider: LLMProvider
     service: ConversationService
     tokens: SessionTokens
+    hot: HotState
     connections: set[object] = field(default_factory=set)
 
 
-def build_event_log(settings: Settings) -> EventLog:
+def build_event_log(settings: Settings, redis: Any = None) -> EventLog:
+    """The Redis event log when ``SALON_REDIS_URL`` is set, else the in-process one."""
     if settings.redis_url:
-        raise RuntimeError(
-            "SALON_REDIS_URL is set, but the Redis event log is not available in this build yet "
-            "(see the 'Production backends' issue); unset it to use the in-process log"
+        from memory.eventlog.redis import RedisEventLog
+        from memory.redis_client import create_redis
+
+        return RedisEventLog(
+            redis if redis is not None else create_redis(settings.redis_url),
+            max_events=settings.event_log_max_events,
+            ttl_seconds=settings.event_log_ttl_seconds,
         )
     return InProcessEventLog(
         max_events=settings.event_log_max_events, ttl_seconds=settings.event_log_ttl_seconds
     )
+
+
+def build_hot_state(settings: Settings, redis: Any = None) -> HotState:
+    if settings.redis_url:
+        from memory.hotstate.redis import RedisHotState
+        from memory.redis_client import create_redis
+
+        return RedisHotState(redis if redis is not None else create_redis(settings.redis_url))
+    return InProcessHotState()
 
 
 async def build_state(settings: Settings, *, provider: LLMProvider | None = None) -> AppState:
@@ -53,7 +70,13 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
     await migrate(store.engine)
     await bootstrap_tenant(store, settings)
     tokens = SessionTokens(await store.get_or_create_secret("session_token_key"))
-    events = build_event_log(settings)
+    redis = None
+    if settings.redis_url:
+        from memory.redis_client import create_redis
+
+        redis = create_redis(settings.redis_url)
+    events = build_event_log(settings, redis)
+    hot = build_hot_state(settings, redis)
     if isinstance(events, InProcessEventLog):
         loaded = events.load(settings.data_dir / "eventlog.jsonl")
         if loaded:
@@ -79,9 +102,12 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
             temperature=settings.llm_temperature,
             coalesce_seconds=settings.delta_coalesce_ms / 1000,
             max_message_chars=settings.max_message_chars,
+            lock_ttl_seconds=settings.reply_lock_ttl_seconds,
         ),
+        hot=hot,
     )
-    return AppState(settings, store, events, provider, service, tokens)
+    await service.start()
+    return AppState(settings, store, events, provider, service, tokens, hot)
 
 
 async def maintenance_loop(state: AppState, interval: float = 60.0) -> None:
@@ -101,6 +127,7 @@ async def close_state(state: AppState) -> None:
         saved = state.events.save(state.settings.data_dir / "eventlog.jsonl")
         log.info("event_log_saved", events=saved)
     await state.events.close()
+    await state.hot.close()
     await state.provider.close()
     await state.store.close()
 

@@ -151,17 +151,33 @@ class Connection:
         await self.send(event)
 
     async def _follow(self, conversation_id: str, after: int) -> None:
-        try:
-            async for event in follow(self.state.events, conversation_id, after):
-                await self.send(event)
-        except ResumeGap as exc:
-            # Only reachable if the log expired while we were behind: say so.
-            await self.error("resume_gap", str(exc))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("follow_failed", conversation_id=conversation_id, error=repr(exc))
-            await self.error("event_log_unavailable", "live events are unavailable; reconnect")
+        """Forward the log to the socket; ride out event-log outages with backoff."""
+        last = after
+        backoff = 0.2
+        warned = False
+        while True:
+            try:
+                async for event in follow(self.state.events, conversation_id, last):
+                    last = event["seq"]
+                    backoff, warned = 0.2, False
+                    await self.send(event)
+            except ResumeGap as exc:
+                # Only reachable if the log lost events while we were behind: say so,
+                # then carry on live from the newest event.
+                await self.error("resume_gap", str(exc))
+                last = exc.latest
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("follow_failed", conversation_id=conversation_id, error=repr(exc))
+                if not warned:
+                    await self.error(
+                        "event_log_unavailable",
+                        "live events are delayed; they will resume by themselves",
+                    )
+                    warned = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     # -- input ----------------------------------------------------------------
 
@@ -196,6 +212,15 @@ class Connection:
                 )
         except ConversationError as exc:
             await self.error(exc.code, str(exc), getattr(event, "id", None))
+        except Exception as exc:
+            # A store is unreachable: nothing was acknowledged, so nothing is lost;
+            # the client sends the same event (same id) again.
+            log.warning("event_failed", type=event.type, error=repr(exc))
+            await self.error(
+                "unavailable",
+                "the server cannot store this right now; send it again (same id) shortly",
+                getattr(event, "id", None),
+            )
 
     async def _session_start(self, event: SessionStart) -> None:
         principal = self.principal
@@ -247,7 +272,7 @@ class Connection:
                 "persona_slug": session.persona.slug,
                 "user": {"id": session.user.external_id, "name": session.user.name},
                 "seq": latest,
-                "replying": self.state.service.replying(conv_id),
+                "replying": await self.state.service.replying(conv_id),
             }
         )
         if gap is not None:
@@ -270,6 +295,15 @@ class Connection:
                 event.id,
             )
             return
+        principal = self.principal
+        user_key = f"user-rate:{principal.tenant_id}:{self.session.user.id}"
+        if not await self.state.hot.hit(user_key, self.state.settings.user_messages_per_minute, 60):
+            await self.error(
+                "rate_limited",
+                "too many messages from this user; the message was not accepted, send it again later",
+                event.id,
+            )
+            return
         message, created = await self.state.service.submit(
             self.session, client_id=event.id, text=event.text
         )
@@ -289,5 +323,5 @@ class Connection:
         if self.session is None:
             await self.error("no_session", "send session.start first", event.id)
             return
-        if not self.state.service.cancel(self.session.conversation.id):
+        if not await self.state.service.cancel(self.session.conversation.id):
             await self.error("no_active_response", "no reply is being generated", event.id)

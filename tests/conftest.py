@@ -20,6 +20,8 @@ import websockets
 
 from tests.fakes.openai_server import FakeOpenAI, free_port
 
+pytest_plugins = ["tests.services_pg", "tests.services_redis"]
+
 SALON_BIN = str(Path(sys.executable).parent / "salon")
 TEST_KEY = "sk_test_" + "k" * 32
 

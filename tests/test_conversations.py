@@ -168,10 +168,10 @@ async def test_cancel_and_shutdown(store: Store, persona_id: str) -> None:
     svc = service(store, provider)
     session = await svc.open(TENANT, persona=persona_id, user_external_id="alice")
     conv_id = session.conversation.id
-    assert not svc.cancel(conv_id)
+    assert not await svc.cancel(conv_id)
     await svc.submit(session, client_id="1", text="go")
     await asyncio.sleep(0.05)
-    assert svc.replying(conv_id) and svc.cancel(conv_id)
+    assert await svc.replying(conv_id) and await svc.cancel(conv_id)
     events = await collect_until_final(svc, conv_id)
     assert events[-1]["type"] == "response.cancelled"
     await svc.submit(session, client_id="2", text="again")
@@ -203,3 +203,68 @@ async def test_seq_continues_after_the_event_log_is_lost(store: Store, persona_i
     await svc2.submit(session2, client_id="2", text="again")
     accepted = (await svc2.events.replay(session.conversation.id, events[-1]["seq"]))[0]
     assert accepted["type"] == "message.accepted" and accepted["seq"] == events[-1]["seq"] + 1
+
+
+async def test_cancel_right_after_submit_cancels_the_coming_reply(
+    store: Store, persona_id: str
+) -> None:
+    svc = service(store, ScriptedLLM(["w "] * 200, delay=0.01))
+    session = await svc.open(TENANT, persona=persona_id, user_external_id="alice")
+    await svc.submit(session, client_id="1", text="go")
+    assert await svc.cancel(session.conversation.id)  # before the Turn exists
+    events = await collect_until_final(svc, session.conversation.id)
+    assert events[-1]["type"] == "response.cancelled"
+
+
+async def test_shutdown_right_after_submit_still_ends_the_reply(
+    store: Store, persona_id: str
+) -> None:
+    svc = service(store, ScriptedLLM(["w "] * 200, delay=0.01))
+    session = await svc.open(TENANT, persona=persona_id, user_external_id="alice")
+    await svc.submit(session, client_id="1", text="go")
+    await svc.shutdown(timeout=5)
+    finals = [
+        e
+        for e in await svc.events.replay(session.conversation.id, 0)
+        if e["type"] in ("response.done", "error")
+    ]
+    assert len(finals) == 1 and finals[0]["type"] == "error" and finals[0]["code"] == "shutdown"
+
+
+async def test_a_failure_before_the_turn_is_reported_not_swallowed(
+    store: Store, persona_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = service(store, ScriptedLLM())
+    session = await svc.open(TENANT, persona=persona_id, user_external_id="alice")
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr(store, "list_messages", broken)
+    message, _ = await svc.submit(session, client_id="1", text="hello")
+    event = None
+    async for e in follow(svc.events, session.conversation.id, 0):
+        if e["type"] == "error":
+            event = e
+            break
+    assert (
+        event is not None and event["code"] == "reply_failed" and event["reply_to"] == [message.id]
+    )
+
+
+async def test_a_resent_id_whose_reply_never_started_is_answered(
+    store: Store, persona_id: str
+) -> None:
+    provider = ScriptedLLM()
+    svc = service(store, provider)
+    session = await svc.open(TENANT, persona=persona_id, user_external_id="alice")
+    # stored, but the process died before acknowledging or scheduling it
+    await store.add_message(
+        TENANT, session.conversation.id, role="user", content="hello", client_id="lost"
+    )
+    _, processed = await svc.submit(session, client_id="lost", text="hello")
+    assert processed
+    events = await collect_until_final(svc, session.conversation.id)
+    assert events[-1]["type"] == "response.done" and len(provider.calls) == 1
+    _, again = await svc.submit(session, client_id="lost", text="hello")
+    assert not again and len(provider.calls) == 1  # answered now: a true duplicate

@@ -86,18 +86,71 @@ class InProcessBackend:
             await log.close()
 
 
-# One entry per hot-state backend. Redis will be added here as a second entry:
-# a backend whose make() returns a Redis-backed log (its clock hook can move
-# time with a server-side time offset or a short real TTL) and whose
-# subscriber_count() asks the server (PUBSUB NUMSUB).
-EVENTLOG_BACKENDS: dict[str, Callable[[], Backend]] = {
+class RedisBackend:
+    """Redis-backed logs on the session's redis-server; time is an injected clock too."""
+
+    def __init__(self, url: str) -> None:
+        from memory.redis_client import create_redis
+
+        self.now = 1_700_000_000.0
+        self.url = url
+        self.redis = create_redis(url)
+        self.logs: list[EventLog] = []
+        self.prefix = f"t{uuid.uuid4().hex[:8]}:"
+
+    def clock(self) -> float:
+        return self.now
+
+    async def make(
+        self,
+        *,
+        max_events: int = 5000,
+        ttl_seconds: float = 900.0,
+        subscriber_buffer: int = 10_000,
+    ) -> EventLog:
+        from memory.eventlog.redis import RedisEventLog
+
+        # TTLs on keys run on Redis' real clock; keep them long so only the
+        # injected clock decides what is expired.
+        log = RedisEventLog(
+            self.redis,
+            max_events=max_events,
+            ttl_seconds=ttl_seconds,
+            subscriber_buffer=subscriber_buffer,
+            prefix=self.prefix,
+            clock=self.clock,
+        )
+        self.logs.append(log)
+        return log
+
+    async def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def subscriber_count(self, log: EventLog, conversation_id: str) -> int:
+        from memory.eventlog.redis import RedisEventLog
+
+        assert isinstance(log, RedisEventLog)
+        return len(log._subs.get(conversation_id, ()))
+
+    async def aclose(self) -> None:
+        for log in self.logs:
+            await log.close()
+        await self.redis.aclose()
+
+
+# One entry per hot-state backend; each test runs against every one.
+EVENTLOG_BACKENDS: dict[str, Callable[..., Backend]] = {
     "inprocess": InProcessBackend,
+    "redis": RedisBackend,
 }
 
 
 @pytest.fixture(params=list(EVENTLOG_BACKENDS))
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    b = EVENTLOG_BACKENDS[request.param]()
+    if request.param == "redis":
+        b: Backend = RedisBackend(request.getfixturevalue("redis_server").url)
+    else:
+        b = EVENTLOG_BACKENDS[request.param]()
     try:
         yield b
     finally:
@@ -172,6 +225,14 @@ def _assert_contiguous(events: list[Event], first: int, last: int, cid: str) -> 
 
 
 class TestEventLogContract:
+    async def test_raising_the_floor_makes_older_resumes_gap(self, log: EventLog, cid: str) -> None:
+        await _append_n(log, cid, 5)
+        await log.ensure_floor(cid, 20)  # events 6..20 were issued elsewhere and are lost
+        with pytest.raises(ResumeGap):
+            await log.replay(cid, 3)  # must not silently return 4..5 and skip 6..20
+        assert (await log.append(cid, {"type": "t"}))["seq"] == 21
+        assert _seqs(await log.replay(cid, 20)) == [21]
+
     async def test_seq_starts_at_one_and_rises_by_one(self, log: EventLog, cid: str) -> None:
         assert await log.latest_seq(cid) == 0
         original = {"type": "message.delta", "text": "héllo", "nested": {"a": [1, 2]}}
@@ -403,9 +464,11 @@ async def test_inprocess_save_load_round_trip(tmp_path: Path) -> None:
     assert log.save(path) == 8
     assert path.exists() and not path.with_suffix(".tmp").exists()
 
+    snapshot = path.read_bytes()
     clock.now += 30  # restart within the TTL
     loaded = InProcessEventLog(max_events=5, ttl_seconds=60, clock=clock)
     assert loaded.load(path) == 8
+    assert not path.exists()  # consumed: a later crash must not bring back this snapshot
     for cid in ("trimmed", "short", "floor-only"):
         assert await loaded.latest_seq(cid) == await log.latest_seq(cid)
     assert await loaded.replay("trimmed", 3) == await log.replay("trimmed", 3)
@@ -420,6 +483,7 @@ async def test_inprocess_save_load_round_trip(tmp_path: Path) -> None:
 
     # Loading keeps seqs rising but drops events that expired while stopped.
     clock.now += 120
+    path.write_bytes(snapshot)  # the same snapshot, loaded much later
     late = InProcessEventLog(max_events=5, ttl_seconds=60, clock=clock)
     assert late.load(path) == 8  # read from the file...
     assert await late.replay("trimmed", 8) == []  # ...but expired on load
@@ -459,9 +523,11 @@ async def test_inprocess_sweep_drops_empty_expired_logs() -> None:
     clock.now += 5  # "expired" and "watched" events are 13s old, "fresh" 5s
     assert log.sweep() == 2
     assert set(log._logs) == {"watched", "fresh"}  # a subscribed log is kept
-    assert await log.latest_seq("expired") == 0  # forgotten (the store keeps last_seq)
+    assert await log.latest_seq("expired") == 2  # its events are gone, its seq is not
     assert await log.latest_seq("watched") == 2
     assert _seqs(await log.replay("fresh", 0)) == [1, 2]
+    assert (await log.append("expired", {"type": "t"}))["seq"] == 3
+    assert set(log._logs) == {"watched", "fresh", "expired"}
 
     await sub.close()
     clock.now += 20

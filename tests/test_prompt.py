@@ -116,3 +116,16 @@ def test_extra_instructions_are_appended_to_the_system_prompt() -> None:
         extra_instructions="Speak French.",
     )
     assert msgs[0].content.endswith("Speak French.")
+
+
+def test_a_huge_reply_budget_does_not_starve_the_prompt() -> None:
+    history = [HistoryItem("user", "please tell me about your ship")]
+    msgs = build_messages(
+        PERSONA,
+        history,
+        user_name="Bob",
+        context_window=2048,
+        reply_tokens=2048,
+        count_tokens=count,
+    )
+    assert msgs[-1].content == "please tell me about your ship"

@@ -19,6 +19,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from memory.db import create_engine, normalize_database_url
 from memory.migrate import alembic_config, current_revision, migrate
@@ -36,7 +37,7 @@ from memory.store import Conflict, Store
 
 
 @asynccontextmanager
-async def _sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+async def _sqlite_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     engine = create_engine(normalize_database_url(None, tmp_path))
     await migrate(engine)
     store = Store(engine)
@@ -46,18 +47,33 @@ async def _sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
         await store.close()
 
 
-# One entry per database backend. "postgres" will be added here as the second
-# backend (the Production backends issue): a factory that migrates a fresh
-# database (or schema) and yields a Store on it. Nothing else in this file needs
-# to change; every test below then runs against both backends.
-STORE_BACKENDS: dict[str, Callable[[Path], AbstractAsyncContextManager[Store]]] = {
+@asynccontextmanager
+async def _postgres_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    # A fresh database per test, as the non-superuser app role, so row-level
+    # security is live for every contract test (tests/services_pg.py).
+    url: str = request.getfixturevalue("postgres_url")
+    engine = create_engine(normalize_database_url(url, tmp_path))
+    await migrate(engine)
+    store = Store(engine)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+# One entry per database backend: a factory that migrates a fresh database and
+# yields a Store on it. Every test below runs against each of them.
+STORE_BACKENDS: dict[
+    str, Callable[[pytest.FixtureRequest, Path], AbstractAsyncContextManager[Store]]
+] = {
     "sqlite": _sqlite_store,
+    "postgres": _postgres_store,
 }
 
 
 @pytest.fixture(params=list(STORE_BACKENDS))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    async with STORE_BACKENDS[request.param](tmp_path) as s:
+    async with STORE_BACKENDS[request.param](request, tmp_path) as s:
         yield s
 
 
@@ -68,13 +84,26 @@ def _uid(prefix: str = "x") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-async def _scalar(store: Store, sql: str, **params: Any) -> Any:
+@asynccontextmanager
+async def _look_under(store: Store) -> AsyncIterator[AsyncConnection]:
+    """A plain connection that sees every row, to check what the Store really wrote.
+
+    On Postgres it opts in to the system scope for its (implicit) transaction;
+    otherwise row-level security would hide every tenant-owned row from it.
+    """
     async with store.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT set_config('salon.scope', 'system', true)"))
+        yield conn
+
+
+async def _scalar(store: Store, sql: str, **params: Any) -> Any:
+    async with _look_under(store) as conn:
         return (await conn.execute(text(sql), params)).scalar_one()
 
 
 async def _rows(store: Store, sql: str, **params: Any) -> list[dict[str, Any]]:
-    async with store.engine.connect() as conn:
+    async with _look_under(store) as conn:
         return [dict(r._mapping) for r in (await conn.execute(text(sql), params))]
 
 

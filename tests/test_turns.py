@@ -136,3 +136,28 @@ async def test_empty_reply_still_completes() -> None:
     rec = Recorder()
     result = await make_turn(ScriptedLLM([])).run(rec.emit, rec.finish)
     assert result.status == "complete" and rec.types == ["response.created", "response.done"]
+
+
+async def test_a_reply_that_cannot_be_stored_still_ends() -> None:
+    rec = Recorder()
+
+    async def failing_finish(result: TurnResult) -> str:
+        raise RuntimeError("database gone")
+
+    result = await make_turn(ScriptedLLM()).run(rec.emit, failing_finish)
+    assert result.status == "error" and result.error_code == "storage_error"
+    assert rec.events[-1]["type"] == "error" and rec.events[-1]["code"] == "storage_error"
+
+
+class RaisesOnCall(ScriptedLLM):
+    """A provider whose stream() is a plain method that fails before returning an iterator."""
+
+    def stream(self, messages, params):  # type: ignore[no-untyped-def,override]
+        raise LLMError("refused at once", code="llm_unavailable")
+
+
+async def test_a_provider_failing_on_call_ends_the_reply() -> None:
+    rec = Recorder()
+    result = await asyncio.wait_for(make_turn(RaisesOnCall()).run(rec.emit, rec.finish), 5)
+    assert result.error_code == "llm_unavailable"
+    assert rec.types == ["response.created", "error"]

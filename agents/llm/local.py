@@ -71,8 +71,11 @@ def _needs_extra(exc: ImportError) -> LLMError:
     )
 
 
-def _fit(messages: list[ChatMessage], size: Callable[[list[ChatMessage]], int], budget: int,
-         ) -> list[ChatMessage]:
+def _fit(
+    messages: list[ChatMessage],
+    size: Callable[[list[ChatMessage]], int],
+    budget: int,
+) -> list[ChatMessage]:
     """Drop the oldest non-system messages until ``size(kept) <= budget``; keep the last."""
     kept = list(messages)
     while size(kept) > budget:
@@ -128,8 +131,11 @@ class _TransformersBackend:
         self.lock = threading.Lock()  # one generate() at a time on the model
         self.loaded_from_cache = False
         source = model_dir / gguf_file
-        meta = {"gguf": gguf_file, "size": source.stat().st_size,
-                "mtime_ns": source.stat().st_mtime_ns}
+        meta = {
+            "gguf": gguf_file,
+            "size": source.stat().st_size,
+            "mtime_ns": source.stat().st_mtime_ns,
+        }
         if cache.is_dir():
             try:
                 if json.loads((cache / _CACHE_META).read_text()) != meta:
@@ -178,12 +184,18 @@ class _TransformersBackend:
     def _template(self, messages: list[ChatMessage]) -> Any:
         out = self.tokenizer.apply_chat_template(
             [{"role": m.role, "content": m.content} for m in messages],
-            add_generation_prompt=True, return_tensors="pt",
+            add_generation_prompt=True,
+            return_tensors="pt",
         )
         return out["input_ids"] if hasattr(out, "keys") else out
 
-    def run(self, messages: list[ChatMessage], params: GenerationParams,
-            cancel: threading.Event, emit: Emit) -> None:
+    def run(
+        self,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        cancel: threading.Event,
+        emit: Emit,
+    ) -> None:
         from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 
         torch = self.torch
@@ -203,14 +215,16 @@ class _TransformersBackend:
 
         sampling: dict[str, Any] = {"do_sample": False}
         if params.temperature > 0:
-            sampling = {"do_sample": True, "temperature": params.temperature,
-                        "top_p": params.top_p}
+            sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
         with torch.inference_mode():
             self.model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new,
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new,
                 streamer=Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True),
                 stopping_criteria=StoppingCriteriaList([Cancelled()]),
-                pad_token_id=self.tokenizer.eos_token_id, **sampling,
+                pad_token_id=self.tokenizer.eos_token_id,
+                **sampling,
             )
 
 
@@ -220,21 +234,32 @@ class _LlamaCppBackend:
     def __init__(self, model_path: Path, threads: int | None) -> None:
         from llama_cpp import Llama
 
-        self.llm = Llama(model_path=str(model_path), n_ctx=CONTEXT_WINDOW, n_threads=threads,
-                         verbose=False)
+        self.llm = Llama(
+            model_path=str(model_path), n_ctx=CONTEXT_WINDOW, n_threads=threads, verbose=False
+        )
         self.lock = threading.Lock()
 
     def count(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode(), add_bos=False))
 
-    def run(self, messages: list[ChatMessage], params: GenerationParams,
-            cancel: threading.Event, emit: Emit) -> None:
+    def run(
+        self,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        cancel: threading.Event,
+        emit: Emit,
+    ) -> None:
         max_new = min(max(params.max_tokens, 1), CONTEXT_WINDOW // 2)
-        kept = _fit(messages, lambda ms: sum(self.count(m.content) + 8 for m in ms),
-                    CONTEXT_WINDOW - max_new)
+        kept = _fit(
+            messages,
+            lambda ms: sum(self.count(m.content) + 8 for m in ms),
+            CONTEXT_WINDOW - max_new,
+        )
         chunks = self.llm.create_chat_completion(
             messages=[{"role": m.role, "content": m.content} for m in kept],
-            max_tokens=max_new, temperature=max(params.temperature, 0.0), top_p=params.top_p,
+            max_tokens=max_new,
+            temperature=max(params.temperature, 0.0),
+            top_p=params.top_p,
             stream=True,
         )
         try:
@@ -254,9 +279,15 @@ class LocalLLMProvider(LLMProvider):
     name = "local"
     capabilities = Capabilities(context_window=CONTEXT_WINDOW, local=True)
 
-    def __init__(self, cache_dir: Path, *, model_dir: Path | None = None,
-                 gguf_file: str | None = None, threads: int | None = None,
-                 backend: str = "auto") -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        model_dir: Path | None = None,
+        gguf_file: str | None = None,
+        threads: int | None = None,
+        backend: str = "auto",
+    ) -> None:
         if backend not in ("auto", "transformers", "llama-cpp"):
             raise ValueError(f"unknown local LLM backend {backend!r}")
         self.cache_dir = Path(cache_dir)
@@ -287,8 +318,10 @@ class LocalLLMProvider(LLMProvider):
             try:
                 return _LlamaCppBackend(source, self.threads)
             except ImportError as exc:
-                raise LLMError(f"llama_cpp is not installed ({exc}); "
-                               "pip install 'salon[llama-cpp]'", code="llm_unavailable") from exc
+                raise LLMError(
+                    f"llama_cpp is not installed ({exc}); pip install 'salon[llama-cpp]'",
+                    code="llm_unavailable",
+                ) from exc
         return _TransformersBackend(model_dir, self.gguf_file, self.cache_path, self.threads)
 
     async def start(self) -> None:
@@ -302,8 +335,12 @@ class LocalLLMProvider(LLMProvider):
             self.load_seconds = time.perf_counter() - began
             self.loaded_from_cache = impl.loaded_from_cache
             self._impl = impl
-            log.info("local model loaded in %.2fs (%s, from cache: %s)",
-                     self.load_seconds, type(impl).__name__, impl.loaded_from_cache)
+            log.info(
+                "local model loaded in %.2fs (%s, from cache: %s)",
+                self.load_seconds,
+                type(impl).__name__,
+                impl.loaded_from_cache,
+            )
 
     async def close(self) -> None:
         self._impl = None  # a running generation keeps its own reference until it ends
@@ -313,8 +350,9 @@ class LocalLLMProvider(LLMProvider):
             return super().count_tokens(text)
         return self._impl.count(text)
 
-    async def stream(self, messages: list[ChatMessage],
-                     params: GenerationParams) -> AsyncIterator[str]:
+    async def stream(
+        self, messages: list[ChatMessage], params: GenerationParams
+    ) -> AsyncIterator[str]:
         await self.start()
         impl = self._impl
         assert impl is not None

@@ -61,11 +61,15 @@ class InProcessEventLog(EventLog):
         self.subscriber_buffer = subscriber_buffer
         self._clock = clock or time.time
         self._logs: dict[str, _ConversationLog] = {}
+        self._swept: dict[str, int] = {}
 
     def _log(self, conversation_id: str) -> _ConversationLog:
         log = self._logs.get(conversation_id)
         if log is None:
-            log = self._logs[conversation_id] = _ConversationLog()
+            # A swept conversation keeps counting from where it was.
+            log = self._logs[conversation_id] = _ConversationLog(
+                last_seq=self._swept.pop(conversation_id, 0)
+            )
         return log
 
     def _trim(self, log: _ConversationLog) -> None:
@@ -103,12 +107,15 @@ class InProcessEventLog(EventLog):
 
     async def latest_seq(self, conversation_id: str) -> int:
         log = self._logs.get(conversation_id)
-        return log.last_seq if log else 0
+        return log.last_seq if log else self._swept.get(conversation_id, 0)
 
     async def ensure_floor(self, conversation_id: str, seq: int) -> None:
         log = self._log(conversation_id)
         if log.last_seq < seq:
+            # Events up to ``seq`` were issued but are not here: what is retained
+            # no longer joins up with the head, so drop it and let resumes gap.
             log.last_seq = seq
+            log.events.clear()
 
     async def subscribe(self, conversation_id: str) -> Subscription:
         log = self._log(conversation_id)
@@ -121,7 +128,7 @@ class InProcessEventLog(EventLog):
         for cid, log in list(self._logs.items()):
             self._trim(log)
             if not log.events and not log.subscribers:
-                # Forgetting last_seq is safe: the store keeps it per conversation.
+                self._swept[cid] = log.last_seq  # an int per idle conversation
                 del self._logs[cid]
         return len(self._logs)
 
@@ -158,4 +165,6 @@ class InProcessEventLog(EventLog):
                     count += 1
         for log in self._logs.values():
             self._trim(log)
+        # Loaded once: after a later crash, a stale snapshot must not come back.
+        path.unlink()
         return count

@@ -1,0 +1,105 @@
+"""Ending replies whose replica died mid-generation.
+
+A replica that generates a reply holds the conversation's reply lock (with a
+TTL it keeps refreshing) and an "active reply" record. If the lock has expired
+while the record is still there, the replica died: any replica may then end
+that reply for good — store the text that reached the log, append an ``error``
+with code ``interrupted`` — so clients that resume elsewhere see it finish.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from memory.eventlog import EventLog, ResumeGap
+from memory.hotstate import HotState
+from memory.records import ConversationRecord
+from memory.store import Store
+
+log = structlog.get_logger(__name__)
+
+FINAL_TYPES = ("response.done", "response.cancelled", "error")
+
+
+def reply_lock(conversation_id: str) -> str:
+    return f"reply:{conversation_id}"
+
+
+def active_key(conversation_id: str) -> str:
+    return f"active:{conversation_id}"
+
+
+async def recover_interrupted(
+    store: Store,
+    events: EventLog,
+    hot: HotState,
+    conv: ConversationRecord,
+    *,
+    owner: str,
+    lock_ttl: float,
+) -> bool:
+    """End an orphaned reply of ``conv``; True if one was ended."""
+    active = await hot.get(active_key(conv.id))
+    if active is None or await hot.lock_owner(reply_lock(conv.id)) is not None:
+        return False
+    if not await hot.acquire_lock(reply_lock(conv.id), owner, lock_ttl):
+        return False  # another replica is recovering it, or a new reply started
+    try:
+        active = await hot.get(active_key(conv.id))  # re-read under the lock
+        if active is None:
+            return False
+        response_id = active["response_id"]
+        text, finished = _reply_so_far(
+            await _events_since(events, conv.id, active.get("after", 0)), response_id
+        )
+        if not finished:
+            try:
+                await store.add_message(
+                    conv.tenant_id,
+                    conv.id,
+                    role="assistant",
+                    content=text,
+                    status="error",
+                    response_id=response_id,
+                    message_id=active["message_id"],
+                )
+            except Exception:  # already stored (it died after storing): keep that
+                log.info("interrupted_reply_already_stored", conversation_id=conv.id)
+            await events.append(
+                conv.id,
+                {
+                    "type": "error",
+                    "code": "interrupted",
+                    "message": "the server generating this reply stopped; your message is kept, "
+                    "send another to get an answer",
+                    "response_id": response_id,
+                    "message_id": active["message_id"],
+                    "text": text,
+                },
+            )
+            log.warning("reply_interrupted", conversation_id=conv.id, response_id=response_id)
+        await hot.delete(active_key(conv.id))
+        return not finished
+    finally:
+        await hot.release_lock(reply_lock(conv.id), owner)
+
+
+async def _events_since(events: EventLog, conversation_id: str, after: int) -> list[dict[str, Any]]:
+    try:
+        return await events.replay(conversation_id, after)
+    except ResumeGap:
+        return []  # the log lost it (e.g. Redis restarted): end the reply with no text
+
+
+def _reply_so_far(events: list[dict[str, Any]], response_id: str) -> tuple[str, bool]:
+    parts: list[str] = []
+    for event in events:
+        if event.get("response_id") != response_id:
+            continue
+        if event["type"] == "response.text.delta":
+            parts.append(event["delta"])
+        elif event["type"] in FINAL_TYPES:
+            return "".join(parts), True
+    return "".join(parts), False

@@ -1,0 +1,306 @@
+"""The event log on Redis Streams, shared by every replica.
+
+Per conversation: a stream ``salon:ev:<id>`` whose entry ids are ``<seq>-0``
+(so replay after N is one XRANGE) and a counter ``salon:seq:<id>``. One Lua
+script gives the next seq, appends, trims by length and age, and publishes the
+event on ``salon:live:<id>``, atomically. Each process holds ONE pub/sub
+connection and fans live events out to its local subscribers; pub/sub may drop
+messages during a reconnect, which is fine: ``follow()`` notices the hole by
+``seq`` (or the Lagged signal sent on reconnect) and refills from the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from redis.exceptions import RedisError
+
+from memory.eventlog.base import Event, EventLog, Lagged, ResumeGap, Subscription
+
+log = structlog.get_logger(__name__)
+
+_APPEND = """
+local seq = redis.call('INCR', KEYS[2])
+local now = tonumber(ARGV[2])
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], seq .. '-0', 'e', ARGV[1], 't', ARGV[2])
+local horizon = now - tonumber(ARGV[4])
+local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 64)
+local keep_from = nil
+for _, entry in ipairs(head) do
+  local fields = entry[2]
+  local ts = nil
+  for i = 1, #fields, 2 do
+    if fields[i] == 't' then ts = tonumber(fields[i + 1]) end
+  end
+  if ts ~= nil and ts < horizon then
+    keep_from = tonumber(string.match(entry[1], '^(%d+)')) + 1
+  else
+    break
+  end
+end
+if keep_from ~= nil then
+  redis.call('XTRIM', KEYS[1], 'MINID', keep_from .. '-0')
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('PUBLISH', ARGV[6], seq .. ' ' .. ARGV[1])
+return seq
+"""
+
+_FLOOR = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  -- what is retained no longer joins up with the head: resumes must gap
+  redis.call('DEL', KEYS[2])
+end
+return 0
+"""
+
+_LAGGED = object()
+
+
+class _RedisSubscription(Subscription):
+    def __init__(self, owner: RedisEventLog, conversation_id: str, maxsize: int) -> None:
+        self._owner = owner
+        self.conversation_id = conversation_id
+        self.queue: asyncio.Queue[object] = asyncio.Queue(maxsize)
+        self.lagged = False
+
+    def offer(self, item: object) -> None:
+        if self.lagged:
+            return
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.lagged = True
+
+    def signal_lag(self) -> None:
+        self.lagged = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(_LAGGED)
+
+    async def get(self) -> Event:
+        if self.lagged and self.queue.empty():
+            self.lagged = False
+            raise Lagged()
+        item = await self.queue.get()
+        if item is _LAGGED:
+            self.lagged = False
+            raise Lagged()
+        assert isinstance(item, dict)
+        return item
+
+    async def close(self) -> None:
+        await self._owner._unsubscribe(self)
+
+
+class RedisEventLog(EventLog):
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        max_events: int = 5000,
+        ttl_seconds: float = 900.0,
+        seq_ttl_seconds: float = 30 * 86400,
+        subscriber_buffer: int = 10_000,
+        prefix: str = "salon:",
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.redis = redis
+        self.max_events = max_events
+        self.ttl_seconds = ttl_seconds
+        self.seq_ttl_ms = int(seq_ttl_seconds * 1000)
+        self.subscriber_buffer = subscriber_buffer
+        self.prefix = prefix
+        self._clock = clock or time.time
+        self._append = redis.register_script(_APPEND)
+        self._floor = redis.register_script(_FLOOR)
+        self._subs: dict[str, set[_RedisSubscription]] = {}
+        self._confirmed: dict[str, asyncio.Event] = {}
+        self._pubsub: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    # -- keys -------------------------------------------------------------------
+
+    def _stream(self, cid: str) -> str:
+        return f"{self.prefix}ev:{cid}"
+
+    def _seq(self, cid: str) -> str:
+        return f"{self.prefix}seq:{cid}"
+
+    def _channel(self, cid: str) -> str:
+        return f"{self.prefix}live:{cid}"
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    # -- writing ----------------------------------------------------------------
+
+    async def append(self, conversation_id: str, event: Event) -> Event:
+        body = {k: v for k, v in event.items() if k not in ("seq", "conversation_id")}
+        payload = json.dumps(body, separators=(",", ":"))
+        seq = int(
+            await self._append(
+                keys=[self._stream(conversation_id), self._seq(conversation_id)],
+                args=[
+                    payload,
+                    self._now_ms(),
+                    self.max_events,
+                    int(self.ttl_seconds * 1000),
+                    self.seq_ttl_ms,
+                    self._channel(conversation_id),
+                ],
+            )
+        )
+        return {**body, "conversation_id": conversation_id, "seq": seq}
+
+    async def ensure_floor(self, conversation_id: str, seq: int) -> None:
+        if seq > 0:
+            await self._floor(
+                keys=[self._seq(conversation_id), self._stream(conversation_id)],
+                args=[seq, self.seq_ttl_ms],
+            )
+
+    # -- reading ----------------------------------------------------------------
+
+    async def latest_seq(self, conversation_id: str) -> int:
+        value = await self.redis.get(self._seq(conversation_id))
+        return int(value or 0)
+
+    async def replay(self, conversation_id: str, after: int) -> list[Event]:
+        latest = await self.latest_seq(conversation_id)
+        if after > latest:
+            raise ResumeGap(conversation_id, after, latest + 1, latest)
+        if after == latest:
+            return []
+        entries = await self.redis.xrange(
+            self._stream(conversation_id), min=f"{after + 1}-0", max="+"
+        )
+        horizon = self._now_ms() - int(self.ttl_seconds * 1000)
+        events = [
+            self._decode(conversation_id, entry_id, fields)
+            for entry_id, fields in entries
+            if int(fields.get("t", 0)) >= horizon
+        ]
+        seqs = [e["seq"] for e in events]
+        # Contiguous from after+1 through at least the head we read: anything
+        # less means events were lost (trimmed, expired, or Redis restarted).
+        if (
+            not seqs
+            or seqs[0] != after + 1
+            or seqs[-1] < latest
+            or seqs[-1] - seqs[0] + 1 != len(seqs)
+        ):
+            first = seqs[0] if seqs else latest + 1
+            raise ResumeGap(conversation_id, after, first, latest)
+        return events
+
+    @staticmethod
+    def _decode(cid: str, entry_id: str, fields: dict[str, str]) -> Event:
+        seq = int(entry_id.split("-", 1)[0])
+        return {**json.loads(fields["e"]), "conversation_id": cid, "seq": seq}
+
+    # -- live -------------------------------------------------------------------
+
+    async def subscribe(self, conversation_id: str) -> Subscription:
+        sub = _RedisSubscription(self, conversation_id, self.subscriber_buffer)
+        async with self._lock:
+            await self._ensure_reader()
+            subs = self._subs.setdefault(conversation_id, set())
+            subs.add(sub)
+            if len(subs) == 1:
+                confirmed = self._confirmed[conversation_id] = asyncio.Event()
+                await self._pubsub.subscribe(self._channel(conversation_id))
+            else:
+                confirmed = self._confirmed[conversation_id]
+        # Until Redis confirms the subscription, a publish could be missed; the
+        # caller reads the backlog only after this returns.
+        try:
+            await asyncio.wait_for(confirmed.wait(), 5)
+        except TimeoutError:
+            sub.signal_lag()  # not confirmed: make follow() re-check the log
+        return sub
+
+    async def _unsubscribe(self, sub: _RedisSubscription) -> None:
+        async with self._lock:
+            subs = self._subs.get(sub.conversation_id)
+            if subs is None:
+                return
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.conversation_id]
+                self._confirmed.pop(sub.conversation_id, None)
+                if self._pubsub is not None:
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._pubsub.unsubscribe(self._channel(sub.conversation_id))
+
+    async def _ensure_reader(self) -> None:
+        if self._pubsub is None:
+            self._pubsub = self.redis.pubsub()
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_loop(), name="eventlog-pubsub")
+
+    async def _read_loop(self) -> None:
+        prefix_len = len(self.prefix) + len("live:")
+        backoff = 0.1
+        while True:
+            try:
+                if not self._pubsub.subscribed:
+                    await asyncio.sleep(0.05)
+                    continue
+                msg = await self._pubsub.get_message(timeout=1.0)
+                backoff = 0.1
+                if msg is None:
+                    continue
+                channel = msg.get("channel", "")
+                cid = channel[prefix_len:]
+                if msg["type"] == "subscribe":
+                    confirmed = self._confirmed.get(cid)
+                    if confirmed is not None:
+                        confirmed.set()
+                elif msg["type"] == "message":
+                    seq_text, _, payload = msg["data"].partition(" ")
+                    event = {**json.loads(payload), "conversation_id": cid, "seq": int(seq_text)}
+                    for sub in list(self._subs.get(cid, ())):
+                        sub.offer(event)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("eventlog_pubsub_lost", error=repr(exc))
+                await self._reconnect()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _reconnect(self) -> None:
+        """New pub/sub connection, resubscribe, and make every follower refill from the log."""
+        async with self._lock:
+            old, self._pubsub = self._pubsub, self.redis.pubsub()
+            with contextlib.suppress(Exception):
+                await old.aclose()
+            for sub_set in self._subs.values():
+                for sub in sub_set:
+                    sub.signal_lag()
+            channels = [self._channel(cid) for cid in self._subs]
+            if channels:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._pubsub.subscribe(*channels)
+
+    async def ping(self) -> None:
+        await self.redis.ping()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()

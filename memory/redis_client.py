@@ -1,0 +1,29 @@
+"""One Redis connection pool per process, with reconnect-and-retry built in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def create_redis(url: str, **overrides: Any) -> Any:
+    """A ``redis.asyncio.Redis`` for ``url``; names the extra to install if redis is missing."""
+    try:
+        from redis.asyncio import Redis
+        from redis.backoff import ExponentialBackoff
+        from redis.exceptions import ConnectionError, TimeoutError
+        from redis.retry import Retry
+    except ImportError as exc:  # pragma: no cover - depends on install
+        raise RuntimeError(
+            "Redis support needs the 'redis' extra: pip install 'salon[redis]'"
+        ) from exc
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_connect_timeout": 2,
+        "socket_timeout": 5,
+        "health_check_interval": 15,
+        # Short retries ride out a Redis restart without hanging a request for long.
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        "retry_on_error": [ConnectionError, TimeoutError],
+    }
+    options.update(overrides)
+    return Redis.from_url(url, **options)

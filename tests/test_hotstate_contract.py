@@ -1,0 +1,108 @@
+"""Contract tests for :class:`memory.hotstate.HotState`, run against every backend."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from memory.hotstate import HotState, InProcessHotState
+
+
+@pytest.fixture(params=["inprocess", "redis"])
+async def hot(request: pytest.FixtureRequest) -> AsyncIterator[HotState]:
+    if request.param == "redis":
+        from memory.hotstate.redis import RedisHotState
+        from memory.redis_client import create_redis
+
+        url = request.getfixturevalue("redis_server").url
+        state: HotState = RedisHotState(create_redis(url), prefix=f"t{uuid.uuid4().hex[:8]}:")
+    else:
+        state = InProcessHotState()
+    try:
+        yield state
+    finally:
+        await state.close()
+
+
+async def test_lock_has_one_owner_and_expires(hot: HotState) -> None:
+    assert await hot.acquire_lock("conv1", "a", 0.3)
+    assert not await hot.acquire_lock("conv1", "b", 0.3)
+    assert await hot.acquire_lock("conv1", "a", 0.3)  # re-entrant for the owner
+    assert await hot.lock_owner("conv1") == "a"
+    await asyncio.sleep(0.45)
+    assert await hot.lock_owner("conv1") is None
+    assert await hot.acquire_lock("conv1", "b", 5)
+
+
+async def test_only_the_owner_refreshes_or_releases(hot: HotState) -> None:
+    assert await hot.acquire_lock("l", "a", 0.3)
+    assert not await hot.refresh_lock("l", "b", 10)
+    await hot.release_lock("l", "b")
+    assert await hot.lock_owner("l") == "a"
+    assert await hot.refresh_lock("l", "a", 10)
+    await asyncio.sleep(0.4)
+    assert await hot.lock_owner("l") == "a"  # refreshed beyond its first TTL
+    await hot.release_lock("l", "a")
+    assert await hot.lock_owner("l") is None
+    assert not await hot.refresh_lock("l", "a", 10)
+
+
+async def test_concurrent_acquire_has_exactly_one_winner(hot: HotState) -> None:
+    results = await asyncio.gather(*(hot.acquire_lock("race", f"o{i}", 5) for i in range(20)))
+    assert sum(results) == 1
+
+
+async def test_rate_counter(hot: HotState) -> None:
+    key = uuid.uuid4().hex
+    assert [await hot.hit(key, 3, 60) for _ in range(5)] == [True, True, True, False, False]
+    assert await hot.hit(key + "other", 3, 60)
+
+
+async def test_presence(hot: HotState) -> None:
+    await hot.set_presence("conv", "c1", {"replica": "r1"}, 10)
+    await hot.set_presence("conv", "c2", {"replica": "r2"}, 0.2)
+    assert await hot.presence("conv") == {"c1": {"replica": "r1"}, "c2": {"replica": "r2"}}
+    await asyncio.sleep(0.3)
+    assert await hot.presence("conv") == {"c1": {"replica": "r1"}}
+    await hot.clear_presence("conv", "c1")
+    assert await hot.presence("conv") == {}
+
+
+async def test_records(hot: HotState) -> None:
+    value: dict[str, Any] = {"response_id": "r", "n": [1, 2]}
+    await hot.put("active:x", value)
+    got = await hot.get("active:x")
+    assert got == value and got is not value
+    await hot.put("short", {"a": 1}, ttl_seconds=0.2)
+    await asyncio.sleep(0.3)
+    assert await hot.get("short") is None
+    await hot.delete("active:x")
+    assert await hot.get("active:x") is None
+
+
+async def test_publish_reaches_every_subscriber(hot: HotState) -> None:
+    channel = uuid.uuid4().hex
+    received: list[list[dict[str, Any]]] = [[], []]
+    ready = asyncio.Event()
+
+    async def listen(i: int) -> None:
+        async for message in hot.subscribe(channel):
+            received[i].append(message)
+            if len(received[i]) == 2:
+                return
+
+    tasks = [asyncio.create_task(listen(i)) for i in range(2)]
+    # subscriptions become active once the generators start; publish until they see it
+    for _ in range(100):
+        await hot.publish(channel, {"probe": True})
+        await asyncio.sleep(0.02)
+        if all(received):
+            break
+    ready.set()
+    await hot.publish(channel, {"cancel": "conv1"})
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert all(r[-1] == {"cancel": "conv1"} for r in received)
