@@ -79,7 +79,8 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     if len(state.connections) >= settings.max_connections:
         await _refuse(ws, 503, "server_busy", "too many connections", 1013)
         return
-    await ws.accept()
+    # Which replica holds this socket: for operators and the topology tests.
+    await ws.accept(headers=[(b"x-salon-replica", state.service.replica_id.encode())])
     conn = Connection(ws, state, principal)
     state.connections.add(conn)
     metrics.CONNECTIONS.inc()
@@ -162,10 +163,10 @@ class Connection:
                     backoff, warned = 0.2, False
                     await self.send(event)
             except ResumeGap as exc:
-                # Only reachable if the log lost events while we were behind: say so,
-                # then carry on live from the newest event.
+                # The log lost events while we were behind (trimmed, or Redis
+                # restarted): say so, then carry on live.
                 await self.error("resume_gap", str(exc))
-                last = exc.latest
+                last = await self._after_gap(conversation_id, exc, last)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -178,6 +179,15 @@ class Connection:
                     warned = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _after_gap(self, conversation_id: str, gap: ResumeGap, last: int) -> int:
+        """Where to follow from after a gap; a log that is behind the client is raised to it."""
+        if gap.after > gap.latest:
+            # The log was reset (e.g. a Redis restart): seq must still rise
+            # past what this client has seen, so raise the floor to it.
+            await self.state.events.ensure_floor(conversation_id, last)
+            return last
+        return gap.latest
 
     # -- input ----------------------------------------------------------------
 
@@ -264,6 +274,7 @@ class Connection:
                 after = event.resume_after
             except ResumeGap as exc:
                 gap = exc
+                after = await self._after_gap(conv_id, exc, event.resume_after)
         await self.send(
             {
                 "type": "session.ready",
@@ -271,7 +282,7 @@ class Connection:
                 "persona": session.persona.id,
                 "persona_slug": session.persona.slug,
                 "user": {"id": session.user.external_id, "name": session.user.name},
-                "seq": latest,
+                "seq": max(latest, after),
                 "replying": await self.state.service.replying(conv_id),
             }
         )

@@ -27,6 +27,11 @@ log = structlog.get_logger(__name__)
 
 _APPEND = """
 local seq = redis.call('INCR', KEYS[2])
+if seq <= tonumber(ARGV[7]) then
+  -- Redis lost the counter (restart): never reuse a seq this process issued
+  seq = tonumber(ARGV[7]) + 1
+  redis.call('SET', KEYS[2], seq)
+end
 local now = tonumber(ARGV[2])
 redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], seq .. '-0', 'e', ARGV[1], 't', ARGV[2])
 local horizon = now - tonumber(ARGV[4])
@@ -123,6 +128,7 @@ class RedisEventLog(EventLog):
         self._append = redis.register_script(_APPEND)
         self._floor = redis.register_script(_FLOOR)
         self._subs: dict[str, set[_RedisSubscription]] = {}
+        self._high: dict[str, int] = {}
         self._confirmed: dict[str, asyncio.Event] = {}
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
@@ -157,13 +163,25 @@ class RedisEventLog(EventLog):
                     int(self.ttl_seconds * 1000),
                     self.seq_ttl_ms,
                     self._channel(conversation_id),
+                    self._high.get(conversation_id, 0),
                 ],
             )
         )
+        self._remember(conversation_id, seq)
         return {**body, "conversation_id": conversation_id, "seq": seq}
+
+    def _remember(self, conversation_id: str, seq: int) -> None:
+        # The highest seq this process issued per conversation, bounded: the
+        # floor for appends after Redis lost its counters.
+        self._high.pop(conversation_id, None)
+        self._high[conversation_id] = seq
+        if len(self._high) > 50_000:
+            del self._high[next(iter(self._high))]
 
     async def ensure_floor(self, conversation_id: str, seq: int) -> None:
         if seq > 0:
+            if seq > self._high.get(conversation_id, 0):
+                self._remember(conversation_id, seq)
             await self._floor(
                 keys=[self._seq(conversation_id), self._stream(conversation_id)],
                 args=[seq, self.seq_ttl_ms],
