@@ -2,7 +2,7 @@
 
 The schema itself is created by Alembic migrations (memory/migrations); these
 classes describe it for queries and must stay in step with the migrations
-(tests/test_migrations.py checks that).
+(tests/test_store_contract.py checks that, on SQLite and Postgres).
 """
 
 from __future__ import annotations
