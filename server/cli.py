@@ -90,8 +90,55 @@ def worker() -> None:
             err=True,
         )
         raise typer.Exit(2)
-    typer.echo("salon worker: the Redis job runner is not available in this build yet.", err=True)
-    raise typer.Exit(2)
+    import signal
+
+    from server.logging import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def _run() -> None:
+        from agents.jobs import job_event_hook, register_conversation_jobs
+        from media.jobs import create_job_runner
+        from media.storage import LocalMediaStorage
+        from memory.db import create_engine, normalize_database_url
+        from memory.redis_client import create_redis
+        from memory.store import Store
+        from server.state import build_event_log
+
+        assert settings.redis_url is not None
+        # The worker does not migrate: `salon serve` (and `salon migrate`, the release
+        # step) own the schema; a worker racing them on first start gains nothing.
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        url = normalize_database_url(settings.database_url, settings.data_dir)
+        store = Store(create_engine(url, pool_size=settings.database_pool_size))
+        redis = create_redis(settings.redis_url)
+        events = build_event_log(settings, redis)
+        media_dir = getattr(settings, "media_dir", None) or settings.data_dir / "media"
+        runner = create_job_runner(
+            settings.redis_url,
+            on_event=job_event_hook(events, store),
+            concurrency=int(getattr(settings, "job_concurrency", 4)),
+            grace_seconds=settings.graceful_shutdown_seconds,
+        )
+        register_conversation_jobs(runner, store, events, LocalMediaStorage(Path(media_dir)))
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            # Graceful: no new jobs; running ones get SALON_GRACEFUL_SHUTDOWN_SECONDS to
+            # finish, then go back to the queue for another worker.
+            loop.add_signal_handler(signum, runner.request_stop)
+        typer.echo(f"salon worker: running jobs {', '.join(runner.kinds)}", err=True)
+        try:
+            await runner.run_worker()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            await runner.close()
+            await events.close()
+            await redis.aclose()
+            await store.close()
+
+    asyncio.run(_run())
+    typer.echo("salon worker: stopped", err=True)
 
 
 @app.command()

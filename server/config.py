@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     database_pool_size: int = 10
     redis_url: str | None = None
+    media_dir: Path | None = None
+    job_concurrency: int = 4
 
     # -- server
     host: str = "127.0.0.1"

@@ -103,6 +103,22 @@ OPENAPI: dict[str, Any] = {
             ],
             "get": _op("Conversation history, oldest first"),
         },
+        "/v1/conversations/{conversation_id}/presence": {
+            "parameters": [_id_param("conversation_id")],
+            "get": _op("Sockets on this conversation now, on any replica (API key)"),
+        },
+        "/v1/conversations/{conversation_id}/export": {
+            "parameters": [_id_param("conversation_id")],
+            "post": _op("Export a conversation as JSON in a background job", ok="202"),
+        },
+        "/v1/jobs/{job_id}": {
+            "parameters": [_id_param("job_id")],
+            "get": _op("Job status and progress"),
+        },
+        "/v1/jobs/{job_id}/result": {
+            "parameters": [_id_param("job_id")],
+            "get": _op("A finished job's file"),
+        },
         "/v1/chat/completions": {
             "post": _op(
                 "OpenAI Chat Completions; model = persona, stream = SSE",

@@ -29,6 +29,7 @@ async def readyz(request: Request) -> Response:
         ("database", state.store.ping),
         ("event_log", state.events.ping),
         ("hot_state", state.hot.ping),
+        ("jobs", state.jobs.ping),
     )
     for name, probe in probes:
         try:
@@ -231,6 +232,22 @@ async def conversation_messages(request: Request) -> Response:
     )
 
 
+async def conversation_presence(request: Request) -> Response:
+    """Sockets on a conversation right now, on any replica (API key only)."""
+    principal = await require_principal(request, api_key_only=True)
+    state = state_of(request)
+    cid = request.path_params["conversation_id"]
+    if await state.store.get_conversation(principal.tenant_id, cid) is None:
+        raise HTTPError(404, "conversation_not_found", f"no conversation {cid!r}")
+    members = await state.hot.presence(f"conv:{cid}")
+    return JSONResponse(
+        {
+            "conversation_id": cid,
+            "data": [{"connection": k, **v} for k, v in sorted(members.items())],
+        }
+    )
+
+
 routes = [
     Route("/healthz", healthz),
     Route("/readyz", readyz),
@@ -243,4 +260,5 @@ routes = [
     Route("/v1/personas/{persona_id}", delete_persona, methods=["DELETE"]),
     Route("/v1/personas/{persona_id}/card", get_persona_card, methods=["GET"]),
     Route("/v1/conversations/{conversation_id}/messages", conversation_messages, methods=["GET"]),
+    Route("/v1/conversations/{conversation_id}/presence", conversation_presence, methods=["GET"]),
 ]

@@ -10,8 +10,11 @@ from typing import Any
 import structlog
 
 from agents.conversations import ConversationService, TurnSettings
+from agents.jobs import job_event_hook, register_conversation_jobs
 from agents.llm.base import LLMProvider
 from agents.llm.registry import create_provider
+from media.jobs import JobRunner, create_job_runner
+from media.storage import LocalMediaStorage, MediaStorage
 from memory.db import create_engine, normalize_database_url
 from memory.eventlog import EventLog, InProcessEventLog
 from memory.hotstate import HotState, InProcessHotState
@@ -34,6 +37,8 @@ class AppState:
     service: ConversationService
     tokens: SessionTokens
     hot: HotState
+    jobs: JobRunner
+    storage: MediaStorage
     connections: set[object] = field(default_factory=set)
 
 
@@ -107,22 +112,38 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
         hot=hot,
     )
     await service.start()
-    return AppState(settings, store, events, provider, service, tokens, hot)
+    storage = LocalMediaStorage(settings.media_dir or settings.data_dir / "media")
+    jobs = create_job_runner(
+        settings.redis_url,
+        on_event=job_event_hook(events, store),
+        concurrency=settings.job_concurrency,
+        grace_seconds=settings.graceful_shutdown_seconds,
+    )
+    register_conversation_jobs(jobs, store, events, storage)
+    await jobs.start()
+    return AppState(settings, store, events, provider, service, tokens, hot, jobs, storage)
 
 
-async def maintenance_loop(state: AppState, interval: float = 60.0) -> None:
-    """Periodic housekeeping: drop expired events of idle conversations from memory."""
+async def maintenance_loop(state: AppState, interval: float = 30.0) -> None:
+    """Periodic housekeeping: refresh presence, drop expired events of idle conversations."""
     while True:
         await asyncio.sleep(interval)
+        for conn in list(state.connections):
+            try:
+                await conn.refresh_presence()  # type: ignore[attr-defined]
+            except Exception as exc:  # housekeeping must never take the server down
+                log.warning("presence_refresh_failed", error=repr(exc))
+                break
         if isinstance(state.events, InProcessEventLog):
             try:
                 state.events.sweep()
-            except Exception:  # housekeeping must never take the server down
+            except Exception:
                 log.exception("event_log_sweep_failed")
 
 
 async def close_state(state: AppState) -> None:
     await state.service.shutdown(timeout=state.settings.graceful_shutdown_seconds)
+    await state.jobs.close()
     if isinstance(state.events, InProcessEventLog):
         saved = state.events.save(state.settings.data_dir / "eventlog.jsonl")
         log.info("event_log_saved", events=saved)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
+import uuid
 from typing import Any
 
 import structlog
@@ -40,6 +42,7 @@ log = structlog.get_logger(__name__)
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 OUTBOX_SIZE = 1000
+PRESENCE_TTL = 90.0  # refreshed every 30 s by the app's maintenance loop
 
 
 async def _refuse(ws: WebSocket, status: int, code: str, message: str, close_code: int) -> None:
@@ -95,6 +98,7 @@ class Connection:
     """One accepted socket: a reader loop, a sender task and (after session.start) a follower."""
 
     def __init__(self, ws: WebSocket, state: AppState, principal: Principal) -> None:
+        self.id = uuid.uuid4().hex
         self.ws = ws
         self.state = state
         self.principal = principal
@@ -104,6 +108,7 @@ class Connection:
         per_minute = state.settings.messages_per_minute
         self._messages = TokenBucket(rate=per_minute / 60, burst=max(1, per_minute // 4 or 1))
         self._frames = TokenBucket(rate=100, burst=200)
+        self._since = time.time()
 
     async def run(self) -> None:
         sender = asyncio.create_task(self._send_loop())
@@ -120,6 +125,7 @@ class Connection:
         except WebSocketDisconnect:
             pass
         finally:
+            await self._leave()
             for task in (self._follower, sender):
                 if task is not None:
                     task.cancel()
@@ -179,6 +185,27 @@ class Connection:
                     warned = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def refresh_presence(self) -> None:
+        """Say (again) that this socket is on its conversation, on this replica."""
+        if self.session is None:
+            return
+        await self.state.hot.set_presence(
+            f"conv:{self.session.conversation.id}",
+            self.id,
+            {
+                "replica": self.state.service.replica_id,
+                "user": self.session.user.external_id,
+                "kind": self.principal.kind,
+                "since": self._since,
+            },
+            PRESENCE_TTL,
+        )
+
+    async def _leave(self) -> None:
+        if self.session is not None:
+            with contextlib.suppress(Exception):
+                await self.state.hot.clear_presence(f"conv:{self.session.conversation.id}", self.id)
 
     async def _after_gap(self, conversation_id: str, gap: ResumeGap, last: int) -> int:
         """Where to follow from after a gap; a log that is behind the client is raised to it."""
@@ -262,8 +289,10 @@ class Connection:
             self._follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._follower
+        await self._leave()
         self.session = session
         conv_id = session.conversation.id
+        await self.refresh_presence()
         events = self.state.events
         latest = await events.latest_seq(conv_id)
         after = latest

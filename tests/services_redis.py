@@ -38,10 +38,23 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [
-                self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--daemonize", "yes",
-                "--pidfile", str(self.pidfile), "--dir", str(self.workdir),
-                "--logfile", str(self.workdir / "redis.log"),
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(self.pidfile),
+                "--dir",
+                str(self.workdir),
+                "--logfile",
+                str(self.workdir / "redis.log"),
             ],
             check=True,
         )

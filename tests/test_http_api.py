@@ -123,7 +123,7 @@ def test_readyz_reports_each_store(server: ServerProcess) -> None:
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "ok"
-    assert body["checks"] == {"database": "ok", "event_log": "ok", "hot_state": "ok"}
+    assert body["checks"] == {"database": "ok", "event_log": "ok", "hot_state": "ok", "jobs": "ok"}
 
 
 async def test_metrics_is_prometheus_text(server: ServerProcess, persona: dict[str, Any]) -> None:

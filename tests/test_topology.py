@@ -22,7 +22,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.conftest import Client, ServerProcess, server_env
+from tests.conftest import SALON_BIN, Client, ServerProcess, server_env
 from tests.fakes.openai_server import FakeOpenAI, free_port
 from tests.services_redis import RedisServer
 
@@ -107,26 +107,39 @@ class Topology:
 def topology(
     fake_llm: FakeOpenAI, postgres_url: str, redis_private: RedisServer, tmp_path: Path
 ) -> Iterator[Topology]:
-    replicas = []
-    for i in range(2):
-        data = tmp_path / f"replica{i}"
-        env = server_env(
-            data,
-            fake_llm,
-            SALON_DATABASE_URL=postgres_url,
-            SALON_REDIS_URL=redis_private.url,
-            SALON_REPLY_LOCK_TTL_SECONDS="2",
+    shared = {
+        "SALON_DATABASE_URL": postgres_url,
+        "SALON_REDIS_URL": redis_private.url,
+        "SALON_REPLY_LOCK_TTL_SECONDS": "2",
+        "SALON_MEDIA_DIR": str(tmp_path / "media"),  # a shared volume in production
+    }
+    replicas = [
+        ServerProcess(
+            tmp_path / f"replica{i}", server_env(tmp_path / f"replica{i}", fake_llm, **shared)
         )
-        replicas.append(ServerProcess(data, env))
+        for i in range(2)
+    ]
+    worker: subprocess.Popen[bytes] | None = None
     try:
         for r in replicas:
             r.start()
+        worker_env = server_env(tmp_path / "worker", fake_llm, **shared)
+        with (tmp_path / "worker.log").open("wb") as log:
+            worker = subprocess.Popen(
+                [SALON_BIN, "worker"], env=worker_env, stdout=log, stderr=subprocess.STDOUT
+            )
         nginx = Nginx(tmp_path / "nginx", [r.port for r in replicas]).start()
         try:
             yield Topology(replicas, nginx, redis_private)
         finally:
             nginx.stop()
     finally:
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
         for r in replicas:
             r.stop()
 
@@ -173,7 +186,7 @@ async def test_replica_killed_mid_reply_the_other_ends_it_and_carries_on(
     last = _logged(c.events)[-1]["seq"]
     topology.replica(victim_id).stop(signal.SIGKILL)
 
-    c2, survivor = await topology.connect(avoid=victim_id)
+    c2, _ = await topology.connect(avoid=victim_id)
     await c2.start(persona["id"], user="unlucky", conversation_id=conv, resume_after=last)
     err = await c2.until("error", timeout=20)
     assert err["code"] == "interrupted" and err["response_id"]
@@ -210,12 +223,25 @@ async def test_cancel_reaches_the_replica_that_generates(
     await b.start(persona["id"], user="two-devices", conversation_id=conv)
     await a.send({"type": "message.create", "id": "q", "text": "[slow] go on"})
     await b.until("response.text.delta")
+    presence = httpx.get(
+        f"{topology.nginx.url}/v1/conversations/{conv}/presence", headers=topology.auth
+    ).json()
+    assert len(presence["data"]) == 2 and len({p["replica"] for p in presence["data"]}) == 2
+    assert {p["user"] for p in presence["data"]} == {"two-devices"}
     await b.send({"type": "response.cancel"})  # from the other replica
     cancelled = await b.until("response.cancelled", timeout=10)
     assert "w199" not in cancelled["text"]
     assert (await a.until("response.cancelled"))["response_id"] == cancelled["response_id"]
     await a.close()
     await b.close()
+    for _ in range(50):  # a closed socket leaves presence
+        presence = httpx.get(
+            f"{topology.nginx.url}/v1/conversations/{conv}/presence", headers=topology.auth
+        ).json()
+        if not presence["data"]:
+            break
+        await asyncio.sleep(0.1)
+    assert presence["data"] == []
 
 
 async def test_redis_restart_is_ridden_out(topology: Topology) -> None:
@@ -260,4 +286,29 @@ async def test_redis_restart_is_ridden_out(topology: Topology) -> None:
     assert done["text"] == "Hello from the fake model."
     after = [e["seq"] for e in _logged(c.events) if e["seq"] > 0 and c.events.index(e) > 0]
     assert max(after) > last and event["seq"] > last  # seq kept rising across the restart
+    await c.close()
+
+
+async def test_a_worker_job_reports_progress_to_a_socket_on_a_replica(topology: Topology) -> None:
+    persona = topology.replicas[0].create_persona()
+    c, _ = await topology.connect()
+    conv = (await c.start(persona["id"], user="exporter"))["conversation_id"]
+    for i in range(3):
+        await c.send({"type": "message.create", "id": f"m{i}", "text": f"note {i}"})
+        await c.until("response.done")
+    r = httpx.post(f"{topology.nginx.url}/v1/conversations/{conv}/export", headers=topology.auth)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    done = await c.until("media.done", timeout=30)  # run by `salon worker`, relayed via Redis
+    assert done["job_id"] == job_id and done["mime"] == "application/json"
+    progress = [
+        e["progress"] for e in c.events if e["type"] == "media.progress" and e["job_id"] == job_id
+    ]
+    assert progress and progress == sorted(progress) and 0 <= progress[0] <= progress[-1] <= 1
+    seqs = [e["seq"] for e in _logged(c.events)]
+    assert seqs == list(range(1, seqs[-1] + 1))
+    export = httpx.get(f"{topology.nginx.url}{done['url']}", headers=topology.auth)
+    assert export.status_code == 200
+    contents = [m["content"] for m in export.json()["messages"] if m["role"] == "user"]
+    assert contents == ["note 0", "note 1", "note 2"]
     await c.close()
