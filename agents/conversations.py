@@ -159,11 +159,9 @@ class ConversationService:
         await self._check_active(conv)
         return Session(persona=persona_rec, user=user, conversation=conv)
 
-    async def _check_active(self, conv: ConversationRecord) -> None:
-        """End an orphaned reply now, or watch a live one on another replica until it ends."""
-        if conv.id in self._runners:
-            return
-        await recover_interrupted(
+    async def _recover(self, conv: ConversationRecord) -> bool:
+        """End ``conv``'s reply if the replica writing it died (see agents/recovery.py)."""
+        return await recover_interrupted(
             self.store,
             self.events,
             self.hot,
@@ -171,6 +169,12 @@ class ConversationService:
             owner=self.replica_id,
             lock_ttl=self.settings.lock_ttl_seconds,
         )
+
+    async def _check_active(self, conv: ConversationRecord) -> None:
+        """End an orphaned reply now, or watch a live one on another replica until it ends."""
+        if conv.id in self._runners:
+            return
+        await self._recover(conv)
         if await self.hot.get(active_key(conv.id)) is not None:
             self._watched[conv.id] = conv
 
@@ -295,14 +299,7 @@ class ConversationService:
             await asyncio.sleep(max(0.2, self.settings.lock_ttl_seconds / 4))
             for conv_id, conv in list(self._watched.items()):
                 try:
-                    await recover_interrupted(
-                        self.store,
-                        self.events,
-                        self.hot,
-                        conv,
-                        owner=self.replica_id,
-                        lock_ttl=self.settings.lock_ttl_seconds,
-                    )
+                    await self._recover(conv)
                     if await self.hot.get(active_key(conv_id)) is None:
                         self._watched.pop(conv_id, None)
                 except Exception as exc:  # the hot state may be down; try again later
@@ -365,9 +362,7 @@ class ConversationService:
         while not await self.hot.acquire_lock(lock, self.replica_id, ttl):
             if self._closing:
                 return
-            await recover_interrupted(
-                self.store, self.events, self.hot, conv, owner=self.replica_id, lock_ttl=ttl
-            )
+            await self._recover(conv)
             await asyncio.sleep(0.05)
         refresher = asyncio.create_task(self._refresh_lock(lock, ttl))
         try:
