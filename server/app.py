@@ -30,7 +30,31 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status, exc.code, exc.message)
 
 
+async def _is_unavailable(request: Request, exc: BaseException) -> bool:
+    """Is a store unreachable right now (retry later) rather than this a bug (500)?"""
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, ConnectionError | TimeoutError | OSError):
+        return True
+    if type(exc).__module__.startswith("redis."):
+        return "Connection" in type(exc).__name__ or "Timeout" in type(exc).__name__
+    if isinstance(exc, DBAPIError):
+        # Driver errors look alike; ask the database itself.
+        try:
+            await request.app.state.salon.store.ping()
+        except Exception:
+            return True
+    return False
+
+
 async def _unhandled(request: Request, exc: Exception) -> Response:
+    if await _is_unavailable(request, exc):
+        log.warning("store_unavailable", path=request.url.path, error=repr(exc))
+        return JSONResponse(
+            {"error": {"code": "unavailable", "message": "a store is unreachable; retry shortly"}},
+            503,
+            headers={"Retry-After": "2"},
+        )
     log.exception("unhandled_error", path=request.url.path)
     return JSONResponse(
         {"error": {"code": "internal_error", "message": "internal server error"}}, 500

@@ -385,3 +385,43 @@ async def test_salon_serve_runs_on_postgres_with_row_security(
     assert forced is True
     # `salon migrate` style idempotence with the server running.
     assert pg_server.sql("SELECT version_num FROM alembic_version", database=db) == [("0002",)]
+
+
+async def test_postgres_unreachable_then_back(make_server: Any, postgres_url: str, pg_server: Any) -> None:
+    """Postgres refusing connections: /readyz 503, clear errors, nothing acknowledged lost, recovery."""
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import connect
+
+    database = make_url(postgres_url).database
+    srv = make_server(SALON_DATABASE_URL=postgres_url)
+    p = srv.create_persona()
+    c = await connect(srv)
+    conv = (await c.start(p["id"], user="steady"))["conversation_id"]
+    await c.send({"type": "message.create", "id": "1", "text": "before"})
+    await c.until("response.done")
+
+    # the database stops accepting connections and drops the open ones
+    pg_server.sql(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false')
+    pg_server.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", database)
+    try:
+        r = httpx.get(srv.url + "/readyz", timeout=15)
+        assert r.status_code == 503 and r.json()["checks"]["database"].startswith("error")
+        await c.send({"type": "message.create", "id": "2", "text": "during"})
+        err = await c.until("error", timeout=20)
+        assert err["code"] == "unavailable" and err["id"] == "2"  # not taken, and said so
+        r = httpx.get(f"{srv.url}/v1/conversations/{conv}/messages", headers=srv.auth, timeout=15)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+    finally:
+        pg_server.sql(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
+
+    for _ in range(100):
+        if httpx.get(srv.url + "/readyz", timeout=15).status_code == 200:
+            break
+        await asyncio.sleep(0.1)
+    await c.send({"type": "message.create", "id": "2", "text": "during"})  # the same id, again
+    await c.until("message.accepted", timeout=15)
+    await c.until("response.done", timeout=15)
+    history = httpx.get(f"{srv.url}/v1/conversations/{conv}/messages", headers=srv.auth).json()["data"]
+    assert [m["content"] for m in history if m["role"] == "user"] == ["before", "during"]
+    await c.close()
