@@ -137,15 +137,23 @@ class ConversationService:
         persona_rec = await self.store.get_persona(tenant_id, persona)
         if persona_rec is None:
             raise ConversationError("unknown_persona", f"no persona {persona!r} in this tenant")
-        user = await self.store.get_or_create_user(tenant_id, user_external_id, user_name)
         conv: ConversationRecord | None
         if conversation_id:
+            # Only look the user up: a failed resume must not create anyone.
+            found = await self.store.find_user(tenant_id, user_external_id)
             conv = await self.store.get_conversation(tenant_id, conversation_id)
-            if conv is None or conv.user_id != user.id or conv.persona_id != persona_rec.id:
+            if (
+                found is None
+                or conv is None
+                or conv.user_id != found.id
+                or conv.persona_id != persona_rec.id
+            ):
                 raise ConversationError(
                     "conversation_not_found", f"no conversation {conversation_id!r} for this user"
                 )
+            user = await self.store.get_or_create_user(tenant_id, user_external_id, user_name)
         else:
+            user = await self.store.get_or_create_user(tenant_id, user_external_id, user_name)
             conv = None
             if reuse_latest:
                 conv = await self.store.latest_conversation(

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -276,6 +276,70 @@ class Store:
                 await s.execute(select(User).where(User.tenant_id == tenant_id, User.id == user_id))
             ).scalar_one_or_none()
         return _user_record(row) if row else None
+
+    async def find_user(self, tenant_id: str, external_id: str) -> UserRecord | None:
+        """The user with this external id (the tenant's own id for the person), if any."""
+        async with self._tx(tenant_id) as s:
+            row = (
+                await s.execute(
+                    select(User).where(User.tenant_id == tenant_id, User.external_id == external_id)
+                )
+            ).scalar_one_or_none()
+        return _user_record(row) if row else None
+
+    async def delete_user(self, tenant_id: str, user_id: str) -> dict[str, int]:
+        """Forget a person: the user row and, by cascade, their conversations,
+        messages and everything else that references them. Returns counts."""
+        async with self._tx(tenant_id) as s:
+            conv_ids = select(Conversation.id).where(
+                Conversation.tenant_id == tenant_id, Conversation.user_id == user_id
+            )
+            messages = (
+                await s.execute(
+                    select(func.count())
+                    .select_from(Message)
+                    .where(Message.tenant_id == tenant_id, Message.conversation_id.in_(conv_ids))
+                )
+            ).scalar_one()
+            conversations = (
+                await s.execute(select(func.count()).select_from(conv_ids.subquery()))
+            ).scalar_one()
+            # Explicit deletes (children first) rather than trusting every
+            # backend's cascade settings: forgetting must be complete.
+            await s.execute(
+                delete(Message).where(
+                    Message.tenant_id == tenant_id, Message.conversation_id.in_(conv_ids)
+                )
+            )
+            await s.execute(
+                delete(Conversation).where(
+                    Conversation.tenant_id == tenant_id, Conversation.user_id == user_id
+                )
+            )
+            users = (
+                await s.execute(
+                    select(func.count())
+                    .select_from(User)
+                    .where(User.tenant_id == tenant_id, User.id == user_id)
+                )
+            ).scalar_one()
+            await s.execute(delete(User).where(User.tenant_id == tenant_id, User.id == user_id))
+        return {
+            "users": int(users or 0),
+            "conversations": int(conversations),
+            "messages": int(messages),
+        }
+
+    async def list_conversations(self, tenant_id: str, *, user_id: str) -> list[ConversationRecord]:
+        async with self._tx(tenant_id) as s:
+            rows = (
+                await s.execute(
+                    select(Conversation)
+                    .where(Conversation.tenant_id == tenant_id, Conversation.user_id == user_id)
+                    .order_by(Conversation.created_at, Conversation.id)
+                )
+            ).scalars()
+            return [_conversation_record(r) for r in rows]
 
     # -- conversations ------------------------------------------------------
 

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from agents.llm.base import LLMProvider
-from server import http_api, jobs_api, openai_api
+from server import http_api, jobs_api, openai_api, users_api
 from server.config import Settings
 from server.docs_api import docs_routes
 from server.http_util import HTTPError, error_response
@@ -83,6 +83,7 @@ def create_app(
     routes = [
         *http_api.routes,
         *jobs_api.routes,
+        *users_api.routes,
         *openai_api.routes,
         *docs_routes,
         WebSocketRoute("/v1/ws", websocket_endpoint),

@@ -119,6 +119,14 @@ OPENAPI: dict[str, Any] = {
             "parameters": [_id_param("job_id")],
             "get": _op("A finished job's file"),
         },
+        "/v1/users/{user_id}/export": {
+            "parameters": [_id_param("user_id")],
+            "get": _op("Everything stored about a person, as JSON"),
+        },
+        "/v1/users/{user_id}/data": {
+            "parameters": [_id_param("user_id")],
+            "delete": _op("Forget a person entirely (API key)"),
+        },
         "/v1/chat/completions": {
             "post": _op(
                 "OpenAI Chat Completions; model = persona, stream = SSE",

@@ -225,6 +225,14 @@ def _assert_contiguous(events: list[Event], first: int, last: int, cid: str) -> 
 
 
 class TestEventLogContract:
+    async def test_forget_deletes_the_events_but_not_the_seq(self, log: EventLog, cid: str) -> None:
+        await _append_n(log, cid, 5)
+        await log.forget(cid)
+        with pytest.raises(ResumeGap):
+            await log.replay(cid, 0)
+        assert await log.latest_seq(cid) == 5
+        assert (await log.append(cid, {"type": "t"}))["seq"] == 6
+
     async def test_raising_the_floor_makes_older_resumes_gap(self, log: EventLog, cid: str) -> None:
         await _append_n(log, cid, 5)
         await log.ensure_floor(cid, 20)  # events 6..20 were issued elsewhere and are lost

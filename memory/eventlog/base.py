@@ -72,6 +72,10 @@ class EventLog(ABC):
     async def subscribe(self, conversation_id: str) -> Subscription:
         """Start receiving live events appended from now on."""
 
+    @abstractmethod
+    async def forget(self, conversation_id: str) -> None:
+        """Delete every retained event of the conversation (the person asked to be forgotten)."""
+
     async def ping(self) -> None:
         """Raise if the backend cannot be reached."""
 

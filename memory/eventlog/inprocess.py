@@ -123,6 +123,12 @@ class InProcessEventLog(EventLog):
         log.subscribers.add(sub)
         return sub
 
+    async def forget(self, conversation_id: str) -> None:
+        log = self._logs.get(conversation_id)
+        if log is not None:
+            log.events.clear()
+        self._swept.pop(conversation_id, None)
+
     def sweep(self) -> int:
         """Drop expired events and empty idle logs; return how many logs remain."""
         for cid, log in list(self._logs.items()):

@@ -187,6 +187,9 @@ class RedisEventLog(EventLog):
                 args=[seq, self.seq_ttl_ms],
             )
 
+    async def forget(self, conversation_id: str) -> None:
+        await self.redis.delete(self._stream(conversation_id))
+
     # -- reading ----------------------------------------------------------------
 
     async def latest_seq(self, conversation_id: str) -> int:
