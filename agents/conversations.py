@@ -27,7 +27,7 @@ import structlog
 from agents import telemetry
 from agents.llm.base import GenerationParams, LLMProvider
 from agents.prompt import HistoryItem, build_messages
-from agents.recovery import active_key, recover_interrupted, reply_lock
+from agents.recovery import active_key, end_orphan, recover_interrupted, reply_lock
 from agents.turns import Turn, TurnResult
 from memory.eventlog import EventLog
 from memory.hotstate import HotState, InProcessHotState
@@ -36,6 +36,10 @@ from memory.records import ConversationRecord, MessageRecord, PersonaRecord, Use
 from memory.store import Store
 
 log = structlog.get_logger(__name__)
+
+# The active-reply record outlives a dead owner's lock by this factor, so other
+# replicas can still find and end the reply, but not forever.
+ACTIVE_TTL_FACTOR = 6
 
 
 class ConversationError(Exception):
@@ -82,6 +86,8 @@ class _Runner:
     # Turn exists) is kept here and applied as soon as the Turn is created.
     cancel_reason: str | None = None
     preparing: bool = False  # a batch was taken, its Turn does not exist yet
+    lock_token: str | None = None  # the reply lock token of the reply in progress
+    active: dict[str, Any] | None = None  # the active-reply record we keep refreshed
 
 
 class ConversationService:
@@ -174,9 +180,14 @@ class ConversationService:
             self.events,
             self.hot,
             conv,
-            owner=self.replica_id,
+            owner=f"{self.replica_id}:recover:{uuid.uuid4().hex[:8]}",
             lock_ttl=self.settings.lock_ttl_seconds,
         )
+
+    def watch(self, conversation: ConversationRecord) -> None:
+        """A socket here saw a reply start: if its replica dies, end the reply from here."""
+        if conversation.id not in self._runners:
+            self._watched[conversation.id] = conversation
 
     async def _check_active(self, conv: ConversationRecord) -> None:
         """End an orphaned reply now, or watch a live one on another replica until it ends."""
@@ -219,10 +230,12 @@ class ConversationService:
             return message, False
         if created:
             telemetry.MESSAGES.labels("user", conv.channel).inc()
-        # Scheduled before it is acknowledged: if the acknowledgement cannot be
-        # logged (hot state down) the client retries with the same id, and the
-        # retry finds the message stored but never answered and schedules it.
-        await self.hot.put(f"pending:{message.id}", {"conversation_id": conv.id}, ttl_seconds=600)
+        if self._closing:
+            # Stored but not acknowledged: the client resends it after the
+            # restart and the resend finds it never answered.
+            raise ConversationError("shutdown", "the server is shutting down; send it again")
+        pending = f"pending:{message.id}"
+        await self.hot.put(pending, {"conversation_id": conv.id}, ttl_seconds=600)
         accepted: dict[str, Any] = {
             "type": "message.accepted",
             "message_id": message.id,
@@ -230,7 +243,14 @@ class ConversationService:
         }
         if client_id is not None:
             accepted["id"] = client_id
-        await self.events.append(conv.id, accepted)
+        try:
+            await self.events.append(conv.id, accepted)
+        except BaseException:
+            # Not acknowledged: the client sends it again (same id), and the
+            # resend must find it "never answered", not "pending".
+            with contextlib.suppress(Exception):
+                await self.hot.delete(pending)
+            raise
         runner = self._runners.get(conv.id)
         if runner is None:
             runner = self._runners[conv.id] = _Runner(session=session)
@@ -257,15 +277,19 @@ class ConversationService:
         if runner is not None and runner.turn is not None:
             runner.turn.cancel(reason)
             return True
+        active = await self.hot.get(active_key(conversation_id))
+        if active is not None:  # generated elsewhere: tell that replica, twice over
+            request = {"response_id": active["response_id"], "reason": reason}
+            # The record is polled by the owner's lock refresher (pub/sub can drop it).
+            await self.hot.put(f"cancel:{conversation_id}", request, ttl_seconds=60)
+            await self.hot.publish(
+                "control", {"action": "cancel", "conversation_id": conversation_id, **request}
+            )
+            return True
         if runner is not None and (runner.preparing or runner.pending):
             runner.cancel_reason = reason  # the reply is about to start
             return True
-        if await self.hot.get(active_key(conversation_id)) is None:
-            return False
-        await self.hot.publish(
-            "control", {"action": "cancel", "conversation_id": conversation_id, "reason": reason}
-        )
-        return True
+        return False
 
     async def replying(self, conversation_id: str) -> bool:
         runner = self._runners.get(conversation_id)
@@ -299,7 +323,8 @@ class ConversationService:
             if message.get("action") == "cancel":
                 runner = self._runners.get(str(message.get("conversation_id")))
                 if runner is not None and runner.turn is not None:
-                    runner.turn.cancel(str(message.get("reason") or "cancelled"))
+                    if message.get("response_id") in (None, runner.turn.response_id):
+                        runner.turn.cancel(str(message.get("reason") or "cancelled"))
 
     async def _watch_loop(self) -> None:
         """Conversations opened here whose reply runs elsewhere: end it if that replica dies."""
@@ -367,29 +392,69 @@ class ConversationService:
         conv = runner.session.conversation
         ttl = self.settings.lock_ttl_seconds
         lock = reply_lock(conv.id)
-        while not await self.hot.acquire_lock(lock, self.replica_id, ttl):
+        token = f"{self.replica_id}:{uuid.uuid4().hex[:8]}"  # this reply's alone
+        while not await self.hot.acquire_lock(lock, token, ttl):
             if self._closing:
+                await self._report_failure(
+                    conv.id, batch, "shutdown", "the server is shutting down; send again later"
+                )
                 return
             await self._recover(conv)
             await asyncio.sleep(0.05)
-        refresher = asyncio.create_task(self._refresh_lock(lock, ttl))
+        runner.lock_token = token
+        refresher = asyncio.create_task(self._keep_lock(runner, lock, token, ttl))
         try:
+            # We hold the lock; an active record left now belongs to a replica that
+            # died (it lost the lock): end that reply before starting ours.
+            await end_orphan(self.store, self.events, self.hot, conv)
             await self._reply(runner, batch)
         finally:
             refresher.cancel()
-            with contextlib.suppress(Exception):
-                await self.hot.delete(active_key(conv.id))
-            with contextlib.suppress(Exception):
-                await self.hot.release_lock(lock, self.replica_id)
+            runner.lock_token = None
+            if await self._owns(lock, token, ttl):
+                with contextlib.suppress(Exception):
+                    await self.hot.delete(active_key(conv.id))
+                with contextlib.suppress(Exception):
+                    await self.hot.release_lock(lock, token)
 
-    async def _refresh_lock(self, lock: str, ttl: float) -> None:
+    async def _owns(self, lock: str, token: str, ttl: float) -> bool:
+        """Still ours? (Unknown because the hot state is down counts as ours.)"""
+        try:
+            return await self.hot.refresh_lock(lock, token, ttl)
+        except Exception:
+            return True
+
+    async def _keep_lock(self, runner: _Runner, lock: str, token: str, ttl: float) -> None:
+        """Refresh the lock and the active record; stop the reply if the lock was lost."""
+        conv_id = runner.session.conversation.id
         while True:
             await asyncio.sleep(ttl / 3)
             try:
-                if not await self.hot.refresh_lock(lock, self.replica_id, ttl):
-                    log.warning("reply_lock_lost", lock=lock)
+                owned = await self.hot.refresh_lock(lock, token, ttl)
+                if owned and runner.active is not None:
+                    await self.hot.put(
+                        active_key(conv_id), runner.active, ttl_seconds=ACTIVE_TTL_FACTOR * ttl
+                    )
+                cancel = await self.hot.get(f"cancel:{conv_id}") if owned else None
             except Exception as exc:
                 log.warning("reply_lock_refresh_failed", lock=lock, error=repr(exc))
+                continue
+            turn = runner.turn
+            if not owned:
+                # Another replica may already have ended this reply as interrupted:
+                # stop, and finish() will neither store nor emit anything.
+                log.warning("reply_lock_lost", lock=lock)
+                if turn is not None:
+                    turn.cancel("lock_lost")
+                return
+            if (
+                cancel is not None
+                and turn is not None
+                and cancel.get("response_id") == turn.response_id
+            ):
+                turn.cancel(str(cancel.get("reason") or "cancelled"))
+                with contextlib.suppress(Exception):
+                    await self.hot.delete(f"cancel:{conv_id}")
 
     async def _reply(self, runner: _Runner, batch: list[_Pending]) -> TurnResult:
         session = runner.session
@@ -427,20 +492,22 @@ class ConversationService:
         elif runner.cancel_reason is not None:
             turn.cancel(runner.cancel_reason)
         runner.cancel_reason = None
-        await self.hot.put(
-            active_key(conv.id),
-            {
-                "response_id": response_id,
-                "message_id": message_id,
-                "owner": self.replica_id,
-                "after": await self.events.latest_seq(conv.id),
-            },
-        )
+        runner.active = {
+            "response_id": response_id,
+            "message_id": message_id,
+            "owner": runner.lock_token or self.replica_id,
+            "after": await self.events.latest_seq(conv.id),
+        }
+        ttl = self.settings.lock_ttl_seconds
+        await self.hot.put(active_key(conv.id), runner.active, ttl_seconds=ACTIVE_TTL_FACTOR * ttl)
 
         async def emit(event: dict[str, Any]) -> None:
             await self.events.append(conv.id, event)
 
-        async def finish(result: TurnResult) -> str:
+        async def finish(result: TurnResult) -> str | None:
+            token = runner.lock_token
+            if token is not None and not await self._owns(reply_lock(conv.id), token, ttl):
+                return None  # taken over: another replica ended this reply
             # The reply is stored before its final event is sent, so a client
             # that sees response.done can always find the message in history.
             if result.text or result.status == "complete":
@@ -463,6 +530,7 @@ class ConversationService:
             result = await turn.run(emit, finish)
         finally:
             runner.turn = None
+            runner.active = None
             with contextlib.suppress(Exception):
                 await self.store.record_last_seq(
                     conv.tenant_id, conv.id, await self.events.latest_seq(conv.id)

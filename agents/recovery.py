@@ -40,50 +40,61 @@ async def recover_interrupted(
     owner: str,
     lock_ttl: float,
 ) -> bool:
-    """End an orphaned reply of ``conv``; True if one was ended."""
+    """End an orphaned reply of ``conv``; True if one was ended.
+
+    ``owner`` must be a token of this recovery alone (never the token of a
+    reply of ours), so releasing the lock here can never release a live reply.
+    """
     active = await hot.get(active_key(conv.id))
     if active is None or await hot.lock_owner(reply_lock(conv.id)) is not None:
         return False
     if not await hot.acquire_lock(reply_lock(conv.id), owner, lock_ttl):
         return False  # another replica is recovering it, or a new reply started
     try:
-        active = await hot.get(active_key(conv.id))  # re-read under the lock
-        if active is None:
-            return False
-        response_id = active["response_id"]
-        text, finished = _reply_so_far(
-            await _events_since(events, conv.id, active.get("after", 0)), response_id
-        )
-        if not finished:
-            try:
-                await store.add_message(
-                    conv.tenant_id,
-                    conv.id,
-                    role="assistant",
-                    content=text,
-                    status="error",
-                    response_id=response_id,
-                    message_id=active["message_id"],
-                )
-            except Exception:  # already stored (it died after storing): keep that
-                log.info("interrupted_reply_already_stored", conversation_id=conv.id)
-            await events.append(
-                conv.id,
-                {
-                    "type": "error",
-                    "code": "interrupted",
-                    "message": "the server generating this reply stopped; your message is kept, "
-                    "send another to get an answer",
-                    "response_id": response_id,
-                    "message_id": active["message_id"],
-                    "text": text,
-                },
-            )
-            log.warning("reply_interrupted", conversation_id=conv.id, response_id=response_id)
-        await hot.delete(active_key(conv.id))
-        return not finished
+        return await end_orphan(store, events, hot, conv)
     finally:
         await hot.release_lock(reply_lock(conv.id), owner)
+
+
+async def end_orphan(
+    store: Store, events: EventLog, hot: HotState, conv: ConversationRecord
+) -> bool:
+    """With the reply lock held by the caller: end the reply an active record names."""
+    active = await hot.get(active_key(conv.id))
+    if active is None:
+        return False
+    response_id = active["response_id"]
+    text, finished = _reply_so_far(
+        await _events_since(events, conv.id, active.get("after", 0)), response_id
+    )
+    if not finished:
+        try:
+            await store.add_message(
+                conv.tenant_id,
+                conv.id,
+                role="assistant",
+                content=text,
+                status="error",
+                response_id=response_id,
+                message_id=active["message_id"],
+            )
+        except Exception:  # already stored (it died after storing): keep that
+            log.info("interrupted_reply_already_stored", conversation_id=conv.id)
+        await events.append(
+            conv.id,
+            {
+                "type": "error",
+                "code": "interrupted",
+                "message": "the server generating this reply stopped; your message is kept, "
+                "send another to get an answer",
+                "response_id": response_id,
+                "message_id": active["message_id"],
+                "text": text,
+            },
+        )
+        log.warning("reply_interrupted", conversation_id=conv.id, response_id=response_id)
+    await hot.delete(active_key(conv.id))
+    return not finished
 
 
 async def _events_since(events: EventLog, conversation_id: str, after: int) -> list[dict[str, Any]]:

@@ -42,7 +42,8 @@ class TurnResult:
 
 
 # (message_id to report) <- finish(result): persists the reply before the final event.
-Finish = Callable[[TurnResult], Awaitable[str]]
+# None means this process no longer owns the reply (another took it over): emit nothing.
+Finish = Callable[[TurnResult], Awaitable[str | None]]
 
 _END = object()
 
@@ -149,7 +150,12 @@ class Turn:
         else:
             result = TurnResult(rid, reply, "complete", pieces=pieces)
         try:
-            message_id = await finish(result)
+            finished_id = await finish(result)
+            if finished_id is None:
+                log.warning("reply_taken_over", response_id=rid)
+                telemetry.RESPONSES.labels("taken_over").inc()
+                return result
+            message_id = finished_id
         except Exception as exc:
             # The reply could not be stored: still end it, so no client waits forever.
             log.exception("reply_not_stored", response_id=rid)

@@ -9,9 +9,9 @@ def create_redis(url: str, **overrides: Any) -> Any:
     """A ``redis.asyncio.Redis`` for ``url``; names the extra to install if redis is missing."""
     try:
         from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry  # the sync Retry never retries async calls
         from redis.backoff import ExponentialBackoff
         from redis.exceptions import ConnectionError, TimeoutError
-        from redis.retry import Retry
     except ImportError as exc:  # pragma: no cover - depends on install
         raise RuntimeError(
             "Redis support needs the 'redis' extra: pip install 'salon[redis]'"

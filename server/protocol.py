@@ -26,7 +26,7 @@ class SessionStart(_Event):
     persona: Annotated[str, Field(min_length=1, max_length=200)]
     user: UserRef | None = None
     conversation_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    resume_after: Annotated[int, Field(ge=0)] | None = None
+    resume_after: Annotated[int, Field(ge=0, le=2**53)] | None = None
     modalities: list[Literal["text", "audio"]] = ["text"]
 
 

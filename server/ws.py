@@ -166,16 +166,23 @@ class Connection:
             try:
                 async for event in follow(self.state.events, conversation_id, last):
                     last = event["seq"]
+                    if event["type"] == "response.created" and self.session is not None:
+                        # if the replica writing it dies, this one ends it
+                        self.state.service.watch(self.session.conversation)
                     backoff, warned = 0.2, False
                     await self.send(event)
-            except ResumeGap as exc:
-                # The log lost events while we were behind (trimmed, or Redis
-                # restarted): say so, then carry on live.
-                await self.error("resume_gap", str(exc))
-                last = await self._after_gap(conversation_id, exc, last)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if isinstance(exc, ResumeGap):
+                    # The log lost events while we were behind (trimmed, or Redis
+                    # restarted): say so, then carry on live.
+                    await self.error("resume_gap", str(exc))
+                    try:
+                        last = await self._after_gap(conversation_id, exc, last)
+                        continue
+                    except Exception as floor_exc:  # the store is down: retry below
+                        exc = floor_exc
                 log.warning("follow_failed", conversation_id=conversation_id, error=repr(exc))
                 if not warned:
                     await self.error(
@@ -210,10 +217,15 @@ class Connection:
     async def _after_gap(self, conversation_id: str, gap: ResumeGap, last: int) -> int:
         """Where to follow from after a gap; a log that is behind the client is raised to it."""
         if gap.after > gap.latest:
-            # The log was reset (e.g. a Redis restart): seq must still rise
-            # past what this client has seen, so raise the floor to it.
-            await self.state.events.ensure_floor(conversation_id, last)
-            return last
+            # The log was reset (e.g. a Redis restart): seq must still rise past
+            # what this client has seen — but a client cannot push it further
+            # than the conversation can have reached (it would wipe the log for
+            # everyone else).
+            known = self.session.conversation.last_seq if self.session else 0
+            ceiling = max(known, gap.latest) + self.state.settings.event_log_max_events
+            floor = min(last, ceiling)
+            await self.state.events.ensure_floor(conversation_id, floor)
+            return floor
         return gap.latest
 
     # -- input ----------------------------------------------------------------

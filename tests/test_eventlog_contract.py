@@ -554,3 +554,46 @@ async def test_inprocess_subscription_raises_lagged_after_overflow() -> None:
         await log.append("c", {"type": "t"})
         assert (await sub.get())["seq"] == 6  # live again after reporting the lag
     await sub.close()
+
+
+async def test_redis_live_delivery_recovers_after_a_restart(redis_private: Any) -> None:
+    """After Redis restarts, followers get new events live again (not only by re-reading)."""
+    from memory.eventlog.redis import RedisEventLog
+    from memory.redis_client import create_redis
+
+    redis = create_redis(redis_private.url)
+    log = RedisEventLog(redis)
+    cid = uuid.uuid4().hex
+    await log.append(cid, {"type": "t", "i": 0})
+    received: list[Event] = []
+
+    async def follower() -> None:
+        async for event in follow(log, cid, 0):
+            received.append(event)
+
+    async def wait_for(n: int, timeout: float) -> float:
+        start = asyncio.get_running_loop().time()
+        while len(received) < n:
+            if asyncio.get_running_loop().time() - start > timeout:
+                raise AssertionError(f"only {len(received)} of {n} events after {timeout}s")
+            await asyncio.sleep(0.01)
+        return asyncio.get_running_loop().time() - start
+
+    task = asyncio.create_task(follower())
+    try:
+        await wait_for(1, 5)
+        redis_private.restart()
+        await log.ensure_floor(cid, 1)
+        await asyncio.sleep(1.0)  # the reader notices and resubscribes
+        for i in range(1, 6):
+            await log.append(cid, {"type": "t", "i": i})
+            assert await wait_for(1 + i, 5) < 1.0, (
+                "event delivered late: live fan-out did not recover"
+            )
+        assert [e["seq"] for e in received] == [1, 2, 3, 4, 5, 6]
+        assert len(log._subs.get(cid, ())) == 1  # no leaked subscriber
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await log.close()
+        await redis.aclose()

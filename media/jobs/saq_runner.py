@@ -186,9 +186,9 @@ def _redis_client(url: str) -> Any:
     connection errors (bytes replies, as SAQ expects; no socket timeout, since
     workers block on BLMOVE)."""
     from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
     from redis.exceptions import ConnectionError, TimeoutError
-    from redis.retry import Retry
 
     return Redis.from_url(
         url,

@@ -132,6 +132,7 @@ class RedisEventLog(EventLog):
         self._confirmed: dict[str, asyncio.Event] = {}
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
+        self._dirty = False  # the pub/sub connection must be (re)subscribed
         self._lock = asyncio.Lock()
 
     # -- keys -------------------------------------------------------------------
@@ -235,13 +236,21 @@ class RedisEventLog(EventLog):
         sub = _RedisSubscription(self, conversation_id, self.subscriber_buffer)
         async with self._lock:
             await self._ensure_reader()
-            subs = self._subs.setdefault(conversation_id, set())
-            subs.add(sub)
-            if len(subs) == 1:
-                confirmed = self._confirmed[conversation_id] = asyncio.Event()
-                await self._pubsub.subscribe(self._channel(conversation_id))
-            else:
+            subs = self._subs.get(conversation_id)
+            if subs:
+                subs.add(sub)
                 confirmed = self._confirmed[conversation_id]
+            else:
+                confirmed = asyncio.Event()
+                self._confirmed[conversation_id] = confirmed
+                # Registered only once SUBSCRIBE went out: a failure leaves nothing behind.
+                try:
+                    await self._pubsub.subscribe(self._channel(conversation_id))
+                except BaseException:
+                    self._confirmed.pop(conversation_id, None)
+                    self._dirty = True
+                    raise
+                self._subs[conversation_id] = {sub}
         # Until Redis confirms the subscription, a publish could be missed; the
         # caller reads the backlog only after this returns.
         try:
@@ -274,6 +283,8 @@ class RedisEventLog(EventLog):
         backoff = 0.1
         while True:
             try:
+                if self._dirty:
+                    await self._resubscribe()
                 if not self._pubsub.subscribed:
                     await asyncio.sleep(0.05)
                     continue
@@ -296,23 +307,34 @@ class RedisEventLog(EventLog):
                 raise
             except (RedisError, OSError) as exc:
                 log.warning("eventlog_pubsub_lost", error=repr(exc))
-                await self._reconnect()
+                await self._reset_connection()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
-    async def _reconnect(self) -> None:
-        """New pub/sub connection, resubscribe, and make every follower refill from the log."""
+    async def _reset_connection(self) -> None:
+        """A new pub/sub connection; every follower refills from the log meanwhile."""
         async with self._lock:
             old, self._pubsub = self._pubsub, self.redis.pubsub()
             with contextlib.suppress(Exception):
                 await old.aclose()
+            self._dirty = True
             for sub_set in self._subs.values():
                 for sub in sub_set:
                     sub.signal_lag()
+
+    async def _resubscribe(self) -> None:
+        """Subscribe the current connection to every channel with local followers.
+
+        Raises on failure so the read loop retries with backoff; ``_dirty``
+        stays set until it works.
+        """
+        async with self._lock:
             channels = [self._channel(cid) for cid in self._subs]
+            for cid in self._subs:
+                self._confirmed[cid] = asyncio.Event()
             if channels:
-                with contextlib.suppress(RedisError, OSError):
-                    await self._pubsub.subscribe(*channels)
+                await self._pubsub.subscribe(*channels)
+            self._dirty = False
 
     async def ping(self) -> None:
         await self.redis.ping()
