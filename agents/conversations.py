@@ -19,6 +19,7 @@ import contextlib
 import os
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,11 @@ from memory.records import ConversationRecord, MessageRecord, PersonaRecord, Use
 from memory.store import Store
 
 log = structlog.get_logger(__name__)
+
+# recall(session, query) -> memory texts for the prompt (may be empty)
+Recall = Callable[["Session", str], Awaitable[list[str]]]
+# remember(session, turns) -> schedules storing finished turns in long-term memory
+Remember = Callable[["Session", list[dict[str, Any]]], Awaitable[None]]
 
 # The active-reply record outlives a dead owner's lock by this factor, so other
 # replicas can still find and end the reply, but not forever.
@@ -100,12 +106,16 @@ class ConversationService:
         *,
         hot: HotState | None = None,
         replica_id: str | None = None,
+        recall: Recall | None = None,
+        remember: Remember | None = None,
     ) -> None:
         self.store = store
         self.events = events
         self.provider = provider
         self.settings = settings or TurnSettings()
         self.hot = hot or InProcessHotState()
+        self.recall = recall
+        self.remember = remember
         self.replica_id = (
             replica_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         )
@@ -466,6 +476,9 @@ class ConversationService:
         history = await self.store.list_messages(
             conv.tenant_id, conv.id, limit=self.settings.history_messages
         )
+        memories: list[str] = []
+        if self.recall is not None:
+            memories = await self.recall(session, batch[-1].message.content)
         messages = build_messages(
             session.persona.data,
             [HistoryItem(m.role, m.content) for m in history],
@@ -474,6 +487,7 @@ class ConversationService:
             reply_tokens=params.max_tokens,
             count_tokens=self.provider.count_tokens,
             extra_instructions=instructions,
+            memories=memories,
         )
         response_id = new_id("resp")
         message_id = new_id("msg")
@@ -535,6 +549,15 @@ class ConversationService:
                 await self.store.record_last_seq(
                     conv.tenant_id, conv.id, await self.events.latest_seq(conv.id)
                 )
+        if self.remember is not None and result.status == "complete":
+            turns = [
+                {"id": p.message.id, "role": "user", "content": p.message.content} for p in batch
+            ]
+            turns.append({"id": message_id, "role": "assistant", "content": result.text})
+            try:
+                await self.remember(session, turns)
+            except Exception as exc:  # memory must never break a conversation
+                log.warning("remember_failed", conversation_id=conv.id, error=repr(exc))
         log.info(
             "reply_finished",
             conversation_id=conv.id,

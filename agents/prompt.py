@@ -64,6 +64,7 @@ def build_messages(
     reply_tokens: int,
     count_tokens: Callable[[str], int],
     extra_instructions: str | None = None,
+    memories: Sequence[str] = (),
 ) -> list[ChatMessage]:
     """Return the messages to send: system prompt, as much recent history as fits, post-history.
 
@@ -81,6 +82,9 @@ def build_messages(
         user=user_name,
         original=render_macros(default, char=char, user=user_name),
     )
+    if memories:
+        remembered = "\n".join(f"- {m}" for m in memories)
+        system += f"\n\nWhat {char} remembers about {user_name}:\n{remembered}"
     if extra_instructions:
         system += "\n\n" + extra_instructions.strip()
     post = render_macros(

@@ -7,11 +7,27 @@ classes describe it for queries and must stay in step with the migrations
 
 from __future__ import annotations
 
+import struct
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy import text as sql_text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 
 def utcnow() -> datetime:
@@ -107,3 +123,101 @@ class Message(Base):
     status: Mapped[str] = mapped_column(String(20), default="complete")
     response_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# -- long-term memory (docs/memory.md) ----------------------------------------
+
+# Size of the stored embeddings: all-MiniLM-L6-v2, the embedded default. On
+# Postgres it is the column type (``vector(384)``, which the HNSW index needs);
+# another size needs a migration.
+EMBEDDING_DIMENSIONS = 384
+
+
+class EmbeddingVector(TypeDecorator[list[float]]):
+    """An embedding: pgvector ``vector(n)`` on Postgres, little-endian float32 bytes elsewhere.
+
+    pgvector is imported only when a Postgres dialect asks for the type, so the
+    embedded (SQLite) install does not need the ``postgres`` extra.
+    """
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def __init__(self, dimensions: int = EMBEDDING_DIMENSIONS) -> None:
+        super().__init__()
+        self.dimensions = dimensions
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from pgvector.sqlalchemy import Vector
+
+            return dialect.type_descriptor(Vector(self.dimensions))
+        return dialect.type_descriptor(LargeBinary())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        values = [float(v) for v in value]
+        if len(values) != self.dimensions:
+            raise ValueError(
+                f"embedding has {len(values)} dimensions, the memories table stores "
+                f"{self.dimensions}"
+            )
+        if dialect.name == "postgresql":
+            return values  # pgvector's own bind processor writes the text form
+        return struct.pack(f"<{len(values)}f", *values)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> list[float] | None:
+        if value is None:
+            return None
+        if isinstance(value, bytes | bytearray | memoryview):
+            data = bytes(value)
+            return list(struct.unpack(f"<{len(data) // 4}f", data))
+        return [float(v) for v in value]
+
+
+class Memory(Base):
+    """One long-term memory item of a persona about a user (docs/memory.md).
+
+    ``kind``: ``turn`` (an episodic item: one dialog turn), ``fact``,
+    ``preference``, ``event`` or ``summary``. A fact that changes is not
+    edited in place: the old row gets ``valid_to`` and ``superseded_by`` and a
+    new row carries the new value.
+    """
+
+    __tablename__ = "memories"
+    __table_args__ = (
+        Index("ix_memories_owner", "tenant_id", "persona_id", "user_id"),
+        # The vector index: HNSW (cosine) on Postgres. SQLite has no vector
+        # index (retrieval scans exactly), so there it is an empty partial
+        # index (WHERE 0) that costs nothing and keeps one schema for both.
+        Index(
+            "ix_memories_embedding",
+            "embedding",
+            postgresql_using="hnsw",
+            postgresql_ops={"embedding": "vector_cosine_ops"},
+            sqlite_where=sql_text("0"),
+        ),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    persona_id: Mapped[str] = mapped_column(ForeignKey("personas.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))
+    text: Mapped[str] = mapped_column(Text)
+    importance: Mapped[float] = mapped_column(Float, default=0.5)
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+    source_message_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Opaque references to where the item came from outside Salon (e.g. the
+    # dia_ids of an imported transcript); the LoCoMo benchmark maps hits back by them.
+    source_refs: Mapped[list[str]] = mapped_column(JSON, default=list)
+    valid_from: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    valid_to: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    superseded_by: Mapped[str | None] = mapped_column(
+        ForeignKey("memories.id", ondelete="SET NULL"), nullable=True
+    )
+    embedding: Mapped[list[float] | None] = mapped_column(EmbeddingVector(), nullable=True)
+    # The model that produced ``embedding``: vectors of another model are not compared.
+    embedding_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

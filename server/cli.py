@@ -121,6 +121,12 @@ def worker() -> None:
             grace_seconds=settings.graceful_shutdown_seconds,
         )
         register_conversation_jobs(runner, store, events, LocalMediaStorage(Path(media_dir)))
+        from agents.memory import register_memory_jobs
+        from server.state import build_memory
+
+        memory = build_memory(settings, store)
+        if memory is not None:
+            register_memory_jobs(runner, memory)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             # Graceful: no new jobs; running ones get SALON_GRACEFUL_SHUTDOWN_SECONDS to

@@ -42,6 +42,17 @@ class Settings(BaseSettings):
     max_message_chars: int = 8000
     max_connections: int = 10_000
 
+    # -- long-term memory (docs/memory.md, docs/embeddings.md)
+    memory_enabled: bool = True
+    memory_recall_k: int = 6
+    memory_recall_token_budget: int = 300
+    embeddings_provider: str | None = None  # local (default), openai, or none
+    embeddings_base_url: str | None = None
+    embeddings_api_key: SecretStr | None = None
+    embeddings_model: str | None = None
+    embeddings_dimensions: int | None = None
+    embeddings_timeout_seconds: float = 30.0
+
     # -- event log
     event_log_max_events: int = 5000
     event_log_ttl_seconds: float = 900.0

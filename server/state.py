@@ -9,15 +9,17 @@ from typing import Any
 
 import structlog
 
-from agents.conversations import ConversationService, TurnSettings
+from agents.conversations import ConversationService, Recall, Remember, Session, TurnSettings
 from agents.jobs import job_event_hook, register_conversation_jobs
 from agents.llm.base import LLMProvider
 from agents.llm.registry import create_provider
+from agents.memory import MemoryService, MemorySettings, build_embedder, register_memory_jobs
 from media.jobs import JobRunner, create_job_runner
 from media.storage import LocalMediaStorage, MediaStorage
 from memory.db import create_engine, normalize_database_url
 from memory.eventlog import EventLog, InProcessEventLog
 from memory.hotstate import HotState, InProcessHotState
+from memory.memories import MemoryStore
 from memory.migrate import migrate
 from memory.store import Conflict, Store
 from server.auth import SessionTokens
@@ -39,6 +41,8 @@ class AppState:
     hot: HotState
     jobs: JobRunner
     storage: MediaStorage
+    memory: MemoryService | None = None
+    background: list[asyncio.Task[Any]] = field(default_factory=list)
     connections: set[object] = field(default_factory=set)
 
 
@@ -70,6 +74,7 @@ def build_hot_state(settings: Settings, redis: Any = None) -> HotState:
 async def build_state(settings: Settings, *, provider: LLMProvider | None = None) -> AppState:
     """Connect stores, apply migrations, bootstrap the first tenant, start the LLM provider."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    background: list[asyncio.Task[Any]] = []
     url = normalize_database_url(settings.database_url, settings.data_dir)
     store = Store(create_engine(url, pool_size=settings.database_pool_size))
     await migrate(store.engine)
@@ -98,6 +103,19 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
         )
     if settings.llm_preload:
         await provider.start()
+    storage = LocalMediaStorage(settings.media_dir or settings.data_dir / "media")
+    jobs = create_job_runner(
+        settings.redis_url,
+        on_event=job_event_hook(events, store),
+        concurrency=settings.job_concurrency,
+        grace_seconds=settings.graceful_shutdown_seconds,
+    )
+    register_conversation_jobs(jobs, store, events, storage)
+    memory = build_memory(settings, store)
+    recall = remember = None
+    if memory is not None:
+        register_memory_jobs(jobs, memory)
+        recall, remember = memory_hooks(memory, jobs)
     service = ConversationService(
         store,
         events,
@@ -110,18 +128,17 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
             lock_ttl_seconds=settings.reply_lock_ttl_seconds,
         ),
         hot=hot,
+        recall=recall,
+        remember=remember,
     )
     await service.start()
-    storage = LocalMediaStorage(settings.media_dir or settings.data_dir / "media")
-    jobs = create_job_runner(
-        settings.redis_url,
-        on_event=job_event_hook(events, store),
-        concurrency=settings.job_concurrency,
-        grace_seconds=settings.graceful_shutdown_seconds,
-    )
-    register_conversation_jobs(jobs, store, events, storage)
     await jobs.start()
-    return AppState(settings, store, events, provider, service, tokens, hot, jobs, storage)
+    if memory is not None and memory.embedder is not None:
+        # Warm the embedder in the background: a cold first recall would wait ~10 s.
+        background.append(asyncio.create_task(memory.embedder.start(), name="embedder-warmup"))
+    return AppState(
+        settings, store, events, provider, service, tokens, hot, jobs, storage, memory, background
+    )
 
 
 async def maintenance_loop(state: AppState, interval: float = 30.0) -> None:
@@ -141,7 +158,56 @@ async def maintenance_loop(state: AppState, interval: float = 30.0) -> None:
                 log.exception("event_log_sweep_failed")
 
 
+def build_memory(settings: Settings, store: Store) -> MemoryService | None:
+    if not settings.memory_enabled:
+        return None
+    embedder = build_embedder(
+        provider=settings.embeddings_provider,
+        base_url=settings.embeddings_base_url,
+        api_key=settings.embeddings_api_key.get_secret_value()
+        if settings.embeddings_api_key
+        else None,
+        model=settings.embeddings_model,
+        dimensions=settings.embeddings_dimensions,
+        timeout=settings.embeddings_timeout_seconds,
+    )
+    return MemoryService(
+        MemoryStore(store),
+        embedder,
+        MemorySettings(
+            recall_k=settings.memory_recall_k,
+            recall_token_budget=settings.memory_recall_token_budget,
+        ),
+    )
+
+
+def memory_hooks(memory: MemoryService, jobs: JobRunner) -> tuple[Recall, Remember]:
+    """Recall inside the reply path; remembering as a job after it."""
+
+    async def recall(session: Session, query: str) -> list[str]:
+        conv = session.conversation
+        return await memory.recall(conv.tenant_id, conv.persona_id, conv.user_id, query)
+
+    async def remember(session: Session, turns: list[dict[str, Any]]) -> None:
+        conv = session.conversation
+        await jobs.enqueue(
+            "memory.remember",
+            {
+                "tenant_id": conv.tenant_id,
+                "persona_id": conv.persona_id,
+                "user_id": conv.user_id,
+                "user_name": session.user.name or session.user.external_id,
+                "persona_name": session.persona.name,
+                "turns": turns,
+            },
+        )
+
+    return recall, remember
+
+
 async def close_state(state: AppState) -> None:
+    for task in state.background:
+        task.cancel()
     await state.service.shutdown(timeout=state.settings.graceful_shutdown_seconds)
     await state.jobs.close()
     if isinstance(state.events, InProcessEventLog):

@@ -47,10 +47,17 @@ async def export_user(request: Request) -> Response:
                 "messages": messages,
             }
         )
+    memories: list[dict[str, Any]] = []
+    if state.memory is not None:
+        records = await state.memory.memories.list(
+            principal.tenant_id, user_id=user.id, include_superseded=True, limit=100_000
+        )
+        memories = [m.to_public() for m in records]
     return JSONResponse(
         {
             "user": {"id": user.external_id, "name": user.name},
             "conversations": conversations,
+            "memories": memories,
         }
     )
 
@@ -60,7 +67,11 @@ async def forget_user(request: Request) -> Response:
     principal, user = await _user(request, api_key_only=True)
     state = state_of(request)
     conversations = await state.store.list_conversations(principal.tenant_id, user_id=user.id)
+    forgotten = 0
+    if state.memory is not None:  # memories, with their embeddings
+        forgotten = await state.memory.memories.delete_for_user(principal.tenant_id, user.id)
     counts = await state.store.delete_user(principal.tenant_id, user.id)
+    counts["memories"] = forgotten
     for conv in conversations:  # the hot log holds message text too
         await state.events.forget(conv.id)
     return JSONResponse({"deleted": counts})

@@ -111,6 +111,9 @@ def server_env(data_dir: Path, fake: FakeOpenAI, **overrides: str) -> dict[str, 
         SALON_LOG_FORMAT="json",
         SALON_MESSAGES_PER_MINUTE="600",
         SALON_GRACEFUL_SHUTDOWN_SECONDS="3",
+        # Keyword-only recall: loading MiniLM in every test server costs ~10 s of
+        # CPU each; tests/test_memory_e2e.py runs with the real embedder.
+        SALON_EMBEDDINGS_PROVIDER="none",
     )
     env.update(overrides)
     return env

@@ -31,7 +31,14 @@ from server.state import DEFAULT_TENANT_ID, bootstrap_tenant
 from tests.conftest import TEST_KEY, connect
 from tests.services_pg import APP_ROLE, PgServer
 
-TENANT_TABLES = ("api_keys", "personas", "users", "conversations", "messages")
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
+TENANT_TABLES = (
+    "api_keys",
+    "personas",
+    "users",
+    "conversations",
+    "messages",
+)  # memories: test_memory_contract
 
 
 def _db(url: str) -> str:
@@ -203,7 +210,7 @@ async def test_migrations_are_idempotent_and_create_vector(
         pg_server.script(f"ALTER ROLE {APP_ROLE} NOSUPERUSER")
     try:
         head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-        assert head == "0002"
+        assert head == HEAD
         for _ in range(3):
             await migrate(store.engine)
             assert await current_revision(store.engine) == head
@@ -241,7 +248,7 @@ async def test_a_missing_vector_extension_tells_the_operator_what_to_run(
 
         pg_server.script("CREATE EXTENSION vector", database=db)  # what the operator does
         await migrate(store.engine)
-        assert await current_revision(store.engine) == "0002"
+        assert await current_revision(store.engine) == HEAD
     finally:
         await store.close()
 
@@ -262,7 +269,7 @@ async def test_downgrade_removes_row_security_and_upgrade_restores_it(
             "SELECT tablename FROM pg_policies ORDER BY 1", database=_db(postgres_url)
         )
 
-    assert [p[0] for p in _policies()] == sorted(TENANT_TABLES)
+    assert [p[0] for p in _policies()] == sorted((*TENANT_TABLES, "memories"))
     async with store.engine.begin() as conn:
         await conn.run_sync(_to("0001", up=False))
     assert _policies() == []
@@ -275,7 +282,7 @@ async def test_downgrade_removes_row_security_and_upgrade_restores_it(
     assert flags == [(False, False)]
     async with store.engine.begin() as conn:
         await conn.run_sync(_to("head", up=True))
-    assert [p[0] for p in _policies()] == sorted(TENANT_TABLES)
+    assert [p[0] for p in _policies()] == sorted((*TENANT_TABLES, "memories"))
 
 
 # -- bootstrap races ----------------------------------------------------------------
@@ -384,10 +391,12 @@ async def test_salon_serve_runs_on_postgres_with_row_security(
     )
     assert forced is True
     # `salon migrate` style idempotence with the server running.
-    assert pg_server.sql("SELECT version_num FROM alembic_version", database=db) == [("0002",)]
+    assert pg_server.sql("SELECT version_num FROM alembic_version", database=db) == [(HEAD,)]
 
 
-async def test_postgres_unreachable_then_back(make_server: Any, postgres_url: str, pg_server: Any) -> None:
+async def test_postgres_unreachable_then_back(
+    make_server: Any, postgres_url: str, pg_server: Any
+) -> None:
     """Postgres refusing connections: /readyz 503, clear errors, nothing acknowledged lost, recovery."""
     from sqlalchemy.engine import make_url
 
@@ -403,7 +412,9 @@ async def test_postgres_unreachable_then_back(make_server: Any, postgres_url: st
 
     # the database stops accepting connections and drops the open ones
     pg_server.sql(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false')
-    pg_server.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", database)
+    pg_server.sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", database
+    )
     try:
         r = httpx.get(srv.url + "/readyz", timeout=15)
         assert r.status_code == 503 and r.json()["checks"]["database"].startswith("error")
@@ -422,6 +433,8 @@ async def test_postgres_unreachable_then_back(make_server: Any, postgres_url: st
     await c.send({"type": "message.create", "id": "2", "text": "during"})  # the same id, again
     await c.until("message.accepted", timeout=15)
     await c.until("response.done", timeout=15)
-    history = httpx.get(f"{srv.url}/v1/conversations/{conv}/messages", headers=srv.auth).json()["data"]
+    history = httpx.get(f"{srv.url}/v1/conversations/{conv}/messages", headers=srv.auth).json()[
+        "data"
+    ]
     assert [m["content"] for m in history if m["role"] == "user"] == ["before", "during"]
     await c.close()
