@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from agents.llm.base import LLMProvider
-from server import http_api, jobs_api, openai_api, users_api
+from server import http_api, jobs_api, memories_api, openai_api, users_api
 from server.config import Settings
 from server.docs_api import docs_routes
 from server.http_util import HTTPError, error_response
@@ -84,6 +84,7 @@ def create_app(
         *http_api.routes,
         *jobs_api.routes,
         *users_api.routes,
+        *memories_api.routes,
         *openai_api.routes,
         *docs_routes,
         WebSocketRoute("/v1/ws", websocket_endpoint),

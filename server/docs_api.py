@@ -127,6 +127,20 @@ OPENAPI: dict[str, Any] = {
             "parameters": [_id_param("user_id")],
             "delete": _op("Forget a person entirely (API key)"),
         },
+        "/v1/memories": {
+            "get": _op("Memories (filters: persona, user, kind, pinned, include_superseded)"),
+            "post": _op(
+                "Add a memory for a persona and a person (API key)",
+                body='{"persona": "ada", "user": "u1", "text": "..."}',
+                ok="201",
+            ),
+        },
+        "/v1/memories/{memory_id}": {
+            "parameters": [_id_param("memory_id")],
+            "get": _op("One memory"),
+            "patch": _op("Edit text or importance; pin/unpin (API key)", body='{"pinned": true}'),
+            "delete": _op("Forget one memory (API key)", ok="204"),
+        },
         "/v1/chat/completions": {
             "post": _op(
                 "OpenAI Chat Completions; model = persona, stream = SSE",

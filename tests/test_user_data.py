@@ -67,7 +67,15 @@ async def test_forget_a_person_entirely(server: ServerProcess, persona: dict[str
     )
     r = httpx.delete(f"{server.url}/v1/users/leaver/data", headers=server.auth)
     assert r.status_code == 200
-    assert r.json()["deleted"] == {"users": 1, "conversations": 1, "messages": 2}
+    deleted = r.json()["deleted"]
+    assert {k: deleted[k] for k in ("users", "conversations", "messages")} == {
+        "users": 1,
+        "conversations": 1,
+        "messages": 2,
+    }
+    assert deleted["memories"] >= 0  # however many the memory job had stored by then
+    memories = httpx.get(f"{server.url}/v1/memories", headers=server.auth).json()["data"]
+    assert not any("secret" in m["text"] for m in memories)
     assert httpx.get(f"{server.url}/v1/users/leaver/export", headers=server.auth).status_code == 404
     assert (
         httpx.get(f"{server.url}/v1/conversations/{conv}/messages", headers=server.auth).status_code
