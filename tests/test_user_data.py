@@ -75,7 +75,7 @@ async def test_forget_a_person_entirely(server: ServerProcess, persona: dict[str
     }
     assert deleted["memories"] >= 0  # however many the memory job had stored by then
     memories = httpx.get(f"{server.url}/v1/memories", headers=server.auth).json()["data"]
-    assert not any("secret" in m["text"] for m in memories)
+    assert not any("remember this secret" in m["text"] for m in memories)
     assert httpx.get(f"{server.url}/v1/users/leaver/export", headers=server.auth).status_code == 404
     assert (
         httpx.get(f"{server.url}/v1/conversations/{conv}/messages", headers=server.auth).status_code
