@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -48,6 +47,7 @@ from server import jobs_api
 from server.auth import SessionTokens
 from server.http_util import HTTPError, error_response
 from tests.fakes.openai_server import free_port
+from tests.services_redis import RedisServer
 
 BACKENDS = ["inprocess", "redis"]
 # saq 0.26.4 calls redis-py's setex, deprecated in redis 8; not ours to fix.
@@ -57,90 +57,12 @@ ROOT = Path(__file__).resolve().parent.parent
 Events = list[tuple[str, dict[str, Any]]]
 
 
-# -- a real redis-server ----------------------------------------------------------------
-
-
-class RedisProcess:
-    """``redis-server`` daemonized on a free port; stopped by the pid in its pidfile."""
-
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail(
-                "redis-server is not installed: the Redis job runner tests need it "
-                "(apt-get install redis-server); they are never skipped",
-                pytrace=False,
-            )
-        self.binary = binary
-        self.workdir = workdir
-        self.port = free_port()
-        self.pidfile = workdir / "redis.pid"
-        self.started = False
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisProcess:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.started = True  # from here on, stop() must look for the pid
-        # fmt: off
-        subprocess.run(
-            [
-                self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--daemonize", "yes",
-                "--pidfile", str(self.pidfile), "--dir", str(self.workdir),
-                "--logfile", str(self.workdir / "redis.log"),
-            ],
-            check=True,
-        )
-        # fmt: on
-        import redis
-
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        try:
-            deadline = time.time() + 10
-            while True:
-                try:
-                    client.ping()
-                    return self
-                except redis.ConnectionError:
-                    if time.time() > deadline:
-                        raise
-                    time.sleep(0.02)
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        if not self.started:
-            return
-        self.started = False
-        deadline = time.time() + 5
-        while time.time() < deadline and not self.pidfile.exists():
-            time.sleep(0.02)  # daemonizing: the pidfile appears a moment after start
-        try:
-            pid = int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.02)
-        os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path_factory.mktemp("jobs-redis"))
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A Redis of this module's own: these tests use SAQ's default queue too."""
+    server = RedisServer(tmp_path_factory.mktemp("jobs-redis")).start()
     try:
-        yield server.start()
+        yield server
     finally:
         server.stop()
 
@@ -557,7 +479,7 @@ WORKER_SCRIPT = textwrap.dedent(
 
 
 async def test_redis_worker_process_runs_jobs_and_requeues_them_on_sigterm(
-    redis_server: RedisProcess, tmp_path: Path
+    redis_server: RedisServer, tmp_path: Path
 ) -> None:
     """A separate worker process runs what this process enqueued; stopped by SIGTERM mid-job
     after its grace period, it puts the job back and another worker finishes it."""
@@ -627,7 +549,7 @@ async def test_redis_worker_process_runs_jobs_and_requeues_them_on_sigterm(
         await client.close()
 
 
-async def test_redis_sweep_leaves_a_job_a_worker_just_dequeued(redis_server: RedisProcess) -> None:
+async def test_redis_sweep_leaves_a_job_a_worker_just_dequeued(redis_server: RedisServer) -> None:
     """A job in SAQ's active list not yet marked active is a worker's hand-off, not a dead
     job: the first sweep leaves it; only one a full sweep interval later takes it back."""
     queue_name = f"test-{uuid.uuid4().hex[:8]}"
@@ -662,7 +584,7 @@ async def test_redis_sweep_leaves_a_job_a_worker_just_dequeued(redis_server: Red
 
 
 async def test_redis_job_of_a_killed_worker_is_run_by_another(
-    redis_server: RedisProcess, tmp_path: Path
+    redis_server: RedisServer, tmp_path: Path
 ) -> None:
     """SIGKILL a worker mid-job: once the job is past its timeout, another worker's sweep
     puts it back in the queue and runs it."""
@@ -712,7 +634,7 @@ async def test_redis_job_of_a_killed_worker_is_run_by_another(
 async def test_redis_worker_recovers_after_a_redis_restart(tmp_path: Path) -> None:
     """Redis goes away under a running worker and comes back (same port): jobs enqueued
     afterwards run, with no restart of the worker."""
-    server = RedisProcess(tmp_path / "restart")
+    server = RedisServer(tmp_path / "restart")
     try:
         server.start()
         system = JobSystem("redis", server.url)
@@ -923,7 +845,7 @@ async def test_export_of_another_tenants_conversation_fails_with_an_error_event(
 
 
 async def test_salon_worker_runs_an_export_into_the_redis_event_log(
-    redis_server: RedisProcess, tmp_path: Path
+    redis_server: RedisServer, tmp_path: Path
 ) -> None:
     """The real `salon worker` console script: a job enqueued here (as a server replica
     would) is run there, its file lands in the media dir, its events in the Redis event
