@@ -106,6 +106,7 @@ class _Stats:
     replies: int = 0
     sent: int = 0
     no_first: int = 0
+    refused: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     created: array[float] = field(default_factory=lambda: array("d"))
     first: array[float] = field(default_factory=lambda: array("d"))
@@ -161,8 +162,25 @@ async def salon_job(job: dict[str, Any], pipe: Connection) -> None:
         body = {"type": "message.create", "id": f"{stream.user}-{stream.count}", "text": text}
         stream.conn.send_text(json.dumps(body).encode())
 
-    def on_message(conn: WSConn, payload: bytes, now: float) -> None:
+    def advance(stream: _Stream) -> None:
+        """The next message of this stream, or its end once the window is over."""
         nonlocal active
+        if not stream.running:
+            return
+        send_next(stream)
+        if not stream.running:
+            active -= 1
+            if active == 0 and not finished.done():
+                finished.set_result(None)
+
+    def reply_ended(stream: _Stream) -> None:
+        if stream.recording:
+            stats.replies += 1
+            stats.no_first += stream.last_delta == 0.0
+            stream.recording = False
+        advance(stream)
+
+    def on_message(conn: WSConn, payload: bytes, now: float) -> None:
         stream = conn.state
         if not isinstance(stream, _Stream):
             return
@@ -186,19 +204,23 @@ async def salon_job(job: dict[str, Any], pipe: Connection) -> None:
         elif kind == b"response.created":
             if stream.recording:
                 stats.created.append(now - stream.sent_at)
-        elif kind in FINAL:
-            if kind == b"error" and now < stats.end:
-                code = json.loads(payload).get("code", "?")
+        elif kind in (b"response.done", b"response.cancelled"):
+            reply_ended(stream)
+        elif kind == b"error":
+            event = json.loads(payload)
+            code = event.get("code", "?")
+            if now < stats.end:
                 stats.errors[code] = stats.errors.get(code, 0) + 1
-            if stream.recording:
-                stats.replies += 1
-                stats.no_first += stream.last_delta == 0.0
-            if stream.running:
-                send_next(stream)
-                if not stream.running:
-                    active -= 1
-                    if active == 0 and not finished.done():
-                        finished.set_result(None)
+            if "response_id" in event or "reply_to" in event:
+                reply_ended(stream)  # the reply ended with an error, or will never start
+            elif event.get("id") == f"{stream.user}-{stream.count}":
+                # The message was refused (rate_limited, unavailable): nothing was
+                # stored; like a real client, send again after a short pause.
+                stats.refused += stream.recording
+                stream.recording = False
+                loop.call_later(0.2, advance, stream)
+            # Anything else is about the connection (event_log_unavailable) or our
+            # closing response.cancel: the reply in flight, if any, goes on.
 
     streams, errors = await _open_many(
         len(job["users"]),
@@ -228,7 +250,7 @@ async def salon_job(job: dict[str, Any], pipe: Connection) -> None:
     await asyncio.sleep(max(0.0, stats.end - time.monotonic()))
     for stream in streams:
         if stream.running:
-            stream.conn.send_text(b'{"type":"response.cancel"}')
+            stream.conn.send_text(b'{"type":"response.cancel","id":"end-of-window"}')
     if active > 0:
         try:
             await asyncio.wait_for(finished, job.get("drain", 10))
@@ -245,6 +267,7 @@ async def salon_job(job: dict[str, Any], pipe: Connection) -> None:
                 "replies": stats.replies,
                 "sent": stats.sent,
                 "no_first": stats.no_first,
+                "refused": stats.refused,
                 "errors": stats.errors,
                 "window": job["duration"],
                 "created": stats.created.tobytes(),

@@ -228,13 +228,11 @@ class Postgres:
 
 
 class Salon:
-    """A real ``salon serve`` (or, with ``worker``, ``salon worker``) process."""
+    """A real ``salon serve`` process on a free loopback port."""
 
     KEY = "sk_bench_" + "k" * 32
 
-    def __init__(
-        self, data_dir: Path, llm_url: str, extra_env: dict[str, str], *, worker: bool = False
-    ) -> None:
+    def __init__(self, data_dir: Path, llm_url: str, extra_env: dict[str, str]) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -251,24 +249,16 @@ class Salon:
             SALON_MAX_CONNECTIONS="100000",
         )
         env.update(extra_env)
-        self.log_path = data_dir / ("worker.log" if worker else "server.log")
+        self.log_path = data_dir / "server.log"
         started = time.monotonic()
-        command = ["worker"] if worker else ["serve", "--port", str(self.port)]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [SALON_BIN, *command],
+                [SALON_BIN, "serve", "--port", str(self.port)],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 preexec_fn=_raise_nofile,
             )
-        self.start_seconds = 0.0
-        if worker:  # `salon worker` has no HTTP endpoint: it says so in its log
-            if self.wait_for_log(r"salon worker: running", 120) is None:
-                self.stop()
-                raise RuntimeError(f"salon worker did not start:\n{self.log_tail()}")
-            self.start_seconds = time.monotonic() - started
-            return
         deadline = started + 120
         while True:
             if self.proc.poll() is not None:
