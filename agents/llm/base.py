@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant"]
 
@@ -38,6 +38,9 @@ class Capabilities:
     streaming: bool = True
     local: bool = False
     tools: bool = False
+    # Answers constrained to a JSON schema (OpenAI ``response_format``
+    # json_schema): fact extraction uses the LLM only when this is true.
+    structured_output: bool = False
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -73,6 +76,23 @@ class LLMProvider(ABC):
         Cancelling the consuming task (``aclose`` on the iterator) must stop the
         underlying generation or request promptly.
         """
+
+    async def complete(
+        self,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        *,
+        json_schema: dict[str, Any] | None = None,
+        schema_name: str = "output",
+    ) -> str:
+        """The whole reply as one string (background work: summaries, extraction).
+
+        ``json_schema`` asks for an answer that matches it; providers whose
+        capabilities say ``structured_output`` enforce it, the others ignore it
+        (callers validate what comes back either way).
+        """
+        pieces = [piece async for piece in self.stream(messages, params)]
+        return "".join(pieces)
 
     def count_tokens(self, text: str) -> int:
         """An estimate of tokens in ``text``; providers with a tokenizer override it."""

@@ -8,9 +8,15 @@ through the real path (client -> Salon -> openai SDK -> HTTP -> here):
 - ``[500]``    HTTP 500 before streaming
 - ``[die]``    a few tokens, then the connection is cut
 - ``[echo]``   echo the system prompt back (to check prompt assembly)
+- ``[errorevent]`` a few tokens, then an in-stream ``{"error": ...}`` event
+- ``[garbage]`` a few tokens, then a ``data:`` line that is not JSON
+- ``[sse]``    SSE edge cases: comments, ``event:``/``id:`` fields, CRLF line
+  ends, ``data:`` without a space, multi-line data, a chunk with no choices
 - otherwise    "Hello from <n> words reply" as a few quick tokens
 
-Every request body is kept in ``requests`` for assertions; ``aborted`` counts
+A non-streaming request with a ``response_format`` answers with the next
+string of ``json_replies`` when there is one (structured output, e.g. fact
+extraction). Every request body is kept in ``requests`` for assertions; ``aborted`` counts
 streams that the client closed before the end.
 """
 
@@ -39,6 +45,7 @@ def free_port() -> int:
 class FakeOpenAI:
     def __init__(self, token_delay: float = 0.0) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.json_replies: list[str] = []
         self.aborted = 0
         self.completed = 0
         self.token_delay = token_delay
@@ -86,6 +93,8 @@ class FakeOpenAI:
         delay = 0.05 if "[slow]" in last else self.token_delay
         if not body.get("stream"):
             text = "".join(words)
+            if body.get("response_format") and self.json_replies:
+                text = self.json_replies.pop(0)
             return JSONResponse(_completion(body, text))
 
         async def events() -> Any:
@@ -93,6 +102,21 @@ class FakeOpenAI:
                 for i, word in enumerate(words):
                     if "[stall]" in last and i == 3:
                         await asyncio.sleep(3600)
+                    if "[errorevent]" in last and i == 3:
+                        yield 'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'
+                        return
+                    if "[garbage]" in last and i == 3:
+                        yield "data: {not json\n\n"
+                        return
+                    if "[sse]" in last and i == 1:
+                        yield ": keep-alive comment\r\n\r\n"
+                        yield 'event: message\r\nid: 7\r\ndata:{"choices": []}\r\n\r\n'
+                        # One JSON object over two data lines, split between two
+                        # members: the "\n" that joins them is JSON whitespace.
+                        text = json.dumps(_chunk(body, {"content": word}))
+                        cut = text.index(", ") + 1
+                        yield "data: " + text[:cut] + "\ndata: " + text[cut:] + "\n\n"
+                        continue
                     if "[die]" in last and i == 3:
                         await asyncio.sleep(0.2)  # let the first pieces reach the client
                         raise ConnectionResetError("cut")

@@ -1,0 +1,129 @@
+"""The OpenAI-compatible provider against a loopback server speaking the real wire format.
+
+The provider reads the Server-Sent Events itself (not through the SDK's
+per-chunk pydantic models), so its parser is checked here on the cases real
+servers produce: comments, other SSE fields, CRLF, multi-line data, chunks
+without choices, in-stream errors, malformed chunks, stalls and cut streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agents.llm.base import ChatMessage, GenerationParams, LLMError, LLMTimeout
+from agents.llm.openai_compat import OpenAICompatibleProvider
+from tests.fakes.openai_server import FakeOpenAI
+
+
+def _provider(fake: FakeOpenAI, timeout: float = 5.0) -> OpenAICompatibleProvider:
+    return OpenAICompatibleProvider(
+        base_url=fake.base_url, api_key="sk-test", model="fake", timeout=timeout, max_retries=0
+    )
+
+
+async def _collect(provider: OpenAICompatibleProvider, text: str) -> list[str]:
+    pieces = []
+    async for piece in provider.stream([ChatMessage("user", text)], GenerationParams()):
+        pieces.append(piece)
+    return pieces
+
+
+async def test_streams_pieces_in_order(fake_llm: FakeOpenAI) -> None:
+    provider = _provider(fake_llm)
+    try:
+        assert await _collect(provider, "hi") == ["Hello", " from", " the", " fake", " model", "."]
+    finally:
+        await provider.close()
+
+
+async def test_sse_edge_cases_parse_like_the_spec(fake_llm: FakeOpenAI) -> None:
+    provider = _provider(fake_llm)
+    try:
+        # Comments, event/id fields, CRLF and a no-choices chunk add nothing; the
+        # chunk split over two data lines still yields its piece.
+        assert "".join(await _collect(provider, "[sse]")) == "Hello from the fake model."
+    finally:
+        await provider.close()
+
+
+async def test_error_event_mid_stream_raises_llm_error(fake_llm: FakeOpenAI) -> None:
+    provider = _provider(fake_llm)
+    pieces: list[str] = []
+    try:
+        with pytest.raises(LLMError) as info:
+            async for piece in provider.stream(
+                [ChatMessage("user", "[errorevent]")], GenerationParams()
+            ):
+                pieces.append(piece)
+    finally:
+        await provider.close()
+    assert pieces == ["Hello", " from", " the"]  # what came before the error is kept
+    assert info.value.code == "llm_error"
+    assert "overloaded" in str(info.value)
+
+
+async def test_malformed_chunk_raises_llm_error(fake_llm: FakeOpenAI) -> None:
+    provider = _provider(fake_llm)
+    try:
+        with pytest.raises(LLMError, match="malformed") as info:
+            await _collect(provider, "[garbage]")
+    finally:
+        await provider.close()
+    assert info.value.code == "llm_error"
+
+
+async def test_http_500_is_llm_error(fake_llm: FakeOpenAI) -> None:
+    provider = _provider(fake_llm)
+    try:
+        with pytest.raises(LLMError, match="HTTP 500"):
+            await _collect(provider, "[500]")
+    finally:
+        await provider.close()
+
+
+async def test_stall_mid_stream_is_llm_timeout(fake_llm: FakeOpenAI) -> None:
+    provider = _provider(fake_llm, timeout=0.5)
+    try:
+        with pytest.raises(LLMTimeout):
+            await _collect(provider, "[stall]")
+    finally:
+        await provider.close()
+
+
+async def test_cut_connection_is_an_error_not_a_hang(fake_llm: FakeOpenAI) -> None:
+    provider = _provider(fake_llm)
+    try:
+        with pytest.raises(LLMError):
+            await asyncio.wait_for(_collect(provider, "[die]"), 10)
+    finally:
+        await provider.close()
+
+
+async def test_closing_the_stream_aborts_the_request(fake_llm: FakeOpenAI) -> None:
+    provider = _provider(fake_llm)
+    aborted = fake_llm.aborted
+    try:
+        stream = provider.stream([ChatMessage("user", "[slow]")], GenerationParams())
+        assert await anext(stream) == "w0 "
+        await stream.aclose()  # what the turn engine does on cancel
+        for _ in range(100):
+            if fake_llm.aborted > aborted:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await provider.close()
+    assert fake_llm.aborted == aborted + 1
+
+
+async def test_unreachable_endpoint_is_llm_unavailable() -> None:
+    provider = OpenAICompatibleProvider(
+        base_url="http://127.0.0.1:9/v1", api_key=None, model="m", max_retries=0
+    )
+    try:
+        with pytest.raises(LLMError) as info:
+            await _collect(provider, "hi")
+    finally:
+        await provider.close()
+    assert info.value.code == "llm_unavailable"
