@@ -105,6 +105,7 @@ class Connection:
         self.session: Session | None = None
         self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(OUTBOX_SIZE)
         self._follower: asyncio.Task[None] | None = None
+        self._sending = False  # the sender task is writing an event right now
         per_minute = state.settings.messages_per_minute
         self._messages = TokenBucket(rate=per_minute / 60, burst=max(1, per_minute // 4 or 1))
         self._frames = TokenBucket(rate=100, burst=200)
@@ -139,14 +140,37 @@ class Connection:
     async def _send_loop(self) -> None:
         while True:
             event = await self._outbox.get()
+            self._sending = True
             try:
-                await self.ws.send_text(json.dumps(event, separators=(",", ":")))
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                return  # the reader sees the disconnect and cleans up
-            metrics.EVENTS_OUT.inc()
+                if not await self._write(event):
+                    return  # the reader sees the disconnect and cleans up
+            finally:
+                self._sending = False
+
+    async def _write(self, event: dict[str, Any]) -> bool:
+        """Put one event on the socket; False once the socket is gone."""
+        try:
+            await self.ws.send_text(json.dumps(event, separators=(",", ":")))
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return False
+        metrics.EVENTS_OUT.inc()
+        return True
 
     async def send(self, event: dict[str, Any]) -> None:
         await self._outbox.put(event)
+
+    async def _send_live(self, event: dict[str, Any]) -> bool:
+        """A log event: written at once when nothing is queued before it; False
+        once the socket is gone.
+
+        Skipping the outbox saves a task switch per streamed delta. Order holds:
+        with the outbox empty and the sender idle nothing was handed over
+        earlier, and uvicorn writes each frame before its send() can suspend.
+        """
+        if self._sending or not self._outbox.empty():
+            await self._outbox.put(event)
+            return True
+        return await self._write(event)
 
     async def error(self, code: str, message: str, event_id: str | None = None) -> None:
         metrics.CLIENT_ERRORS.labels(code).inc()
@@ -170,7 +194,8 @@ class Connection:
                         # if the replica writing it dies, this one ends it
                         self.state.service.watch(self.session.conversation)
                     backoff, warned = 0.2, False
-                    await self.send(event)
+                    if not await self._send_live(event):
+                        return  # the reader sees the disconnect and cleans up
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
