@@ -1,8 +1,10 @@
-"""Rule-based fact extraction: the embedded default's memory writer.
+"""Fact extraction: the extractor base and the rule-based default.
 
-Capable LLMs extract facts with structured output (issue "Long-term memory");
-the embedded 135M model cannot, so these rules pick up the statements people
-most often make about themselves. Each fact has a ``key``: a new fact with the
+A :class:`FactExtractor` turns what a person said into facts about them.
+Capable LLMs extract with structured output (agents/extraction_llm.py); the
+embedded 135M model cannot, so :class:`RuleExtractor` picks up the statements
+people most often make about themselves, and is the fallback whenever the
+LLM extractor fails. Each fact has a ``key``: a new fact with the
 same key *supersedes* the old one (valid_to is set) instead of duplicating it —
 "I live in Paris" after "I live in Lyon" moves the person, it does not give
 them two homes. Keys of open-ended facts (likes) include their object.
@@ -11,6 +13,8 @@ them two homes. Keys of open-ended facts (likes) include their object.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -159,3 +163,37 @@ def extract_facts(text: str, *, user: str = "the user") -> list[ExtractedFact]:
                     importance=importance,
                 )
     return list(facts.values())
+
+
+@dataclass(frozen=True)
+class SaidTurn:
+    """One message of the person: its stored id and text."""
+
+    id: str
+    content: str
+
+
+class FactExtractor(ABC):
+    """Facts a person states about themself, each with the message it came from."""
+
+    name: str = "base"
+
+    @abstractmethod
+    async def extract(
+        self, turns: Sequence[SaidTurn], *, user: str, known: Mapping[str, str]
+    ) -> list[tuple[ExtractedFact, str]]:
+        """``known`` maps the keys of the person's live facts to their text, so an
+        update can reuse a key (and supersede) instead of adding a twin."""
+
+
+class RuleExtractor(FactExtractor):
+    """The embedded default: the rules above, turn by turn."""
+
+    name = "rules"
+
+    async def extract(
+        self, turns: Sequence[SaidTurn], *, user: str, known: Mapping[str, str]
+    ) -> list[tuple[ExtractedFact, str]]:
+        return [
+            (fact, turn.id) for turn in turns for fact in extract_facts(turn.content, user=user)
+        ]

@@ -3,9 +3,10 @@
 Recall runs inside the reply path with a short timeout (a slow or cold
 embedder never delays a reply: it answers without memories). Remembering
 runs as a background job after the reply: each turn becomes an episodic
-``turn`` item, and facts the person states about themself (rule-based on the
-embedded default, agents/extraction.py) become ``fact``/``preference``/
-``event`` items; a fact with the same key as a live one supersedes it.
+``turn`` item, and facts the person states about themself become ``fact``/
+``preference``/``event`` items (extracted by the configured LLM with
+structured output when it can, agents/extraction_llm.py, else by rules,
+agents/extraction.py); a fact with the same key as a live one supersedes it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from agents.extraction import extract_facts
+from agents.extraction import FactExtractor, RuleExtractor, SaidTurn
 from memory.embeddings.base import Embedder
 from memory.memories import MemoryStore, NewMemory
 from memory.retrieval import search
@@ -39,10 +40,12 @@ class MemoryService:
         memories: MemoryStore,
         embedder: Embedder | None,
         settings: MemorySettings | None = None,
+        extractor: FactExtractor | None = None,
     ) -> None:
         self.memories = memories
         self.embedder = embedder
         self.settings = settings or MemorySettings()
+        self.extractor = extractor or RuleExtractor()
 
     async def recall(self, tenant_id: str, persona_id: str, user_id: str, query: str) -> list[str]:
         """Memory texts for the prompt: pinned first, then the most relevant, within budget."""
@@ -75,7 +78,7 @@ class MemoryService:
         user_name: str,
         persona_name: str,
         turns: list[dict[str, Any]],
-    ) -> dict[str, int]:
+    ) -> dict[str, Any]:
         """Store turns (``[{id, role, content}]``) and the facts stated in them."""
         items: list[NewMemory] = []
         for turn in turns:
@@ -90,12 +93,19 @@ class MemoryService:
                     source_message_ids=(turn["id"],),
                 )
             )
-        facts = [
-            (fact, turn["id"])
-            for turn in turns
-            if turn["role"] == "user"
-            for fact in extract_facts(turn["content"], user=user_name)
-        ]
+        live = await self.memories.list(
+            tenant_id,
+            persona_id=persona_id,
+            user_id=user_id,
+            kind=("fact", "preference", "event"),
+            limit=100_000,
+        )
+        by_key = {ref: m for m in live for ref in m.source_refs if ref.startswith(KEY_PREFIX)}
+        facts = await self.extractor.extract(
+            [SaidTurn(t["id"], t["content"]) for t in turns if t["role"] == "user"],
+            user=user_name,
+            known={ref[len(KEY_PREFIX) :]: m.text for ref, m in by_key.items()},
+        )
         embeddings: list[list[float]] = []
         if self.embedder is not None:
             texts = [i.text for i in items] + [f.text for f, _ in facts]
@@ -115,14 +125,6 @@ class MemoryService:
                 for i, item in enumerate(items)
             ],
         )
-        live = await self.memories.list(
-            tenant_id,
-            persona_id=persona_id,
-            user_id=user_id,
-            kind=("fact", "preference", "event"),
-            limit=100_000,
-        )
-        by_key = {ref: m for m in live for ref in m.source_refs if ref.startswith(KEY_PREFIX)}
         added = superseded = 0
         for n, (fact, message_id) in enumerate(facts):
             ref = KEY_PREFIX + fact.key
@@ -157,7 +159,12 @@ class MemoryService:
                     embedding_model=model,
                 )
                 added += 1
-        return {"turns": len(items), "facts_added": added, "facts_superseded": superseded}
+        return {
+            "turns": len(items),
+            "facts_added": added,
+            "facts_superseded": superseded,
+            "extractor": self.extractor.name,
+        }
 
 
 def register_memory_jobs(runner: Any, service: MemoryService) -> None:
