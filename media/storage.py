@@ -52,6 +52,18 @@ class MediaStorage(ABC):
     async def delete(self, key: str) -> bool:
         """Remove the file; False if there was none."""
 
+    @abstractmethod
+    async def list_keys(self, prefix: str) -> list[str]:
+        """Keys of the files under the folder ``prefix`` (``"exports"``), sorted; [] if none."""
+
+    async def head(self, key: str, size: int) -> bytes | None:
+        """The first ``size`` bytes of a file (None if there is no such file).
+
+        The default reads the whole file; backends that can read a range override it.
+        """
+        found = await self.open(key)
+        return None if found is None else found[0][:size]
+
 
 class LocalMediaStorage(MediaStorage):
     """Files under ``root`` (``<data dir>/media`` by default).
@@ -91,6 +103,34 @@ class LocalMediaStorage(MediaStorage):
     async def delete(self, key: str) -> bool:
         path = self._path(key)
         return await asyncio.to_thread(self._remove, path, self._mime_path(key))
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        folder = self._path(prefix)
+        root = self.root.resolve()
+        return await asyncio.to_thread(self._list, folder, root)
+
+    async def head(self, key: str, size: int) -> bytes | None:
+        path = self._path(key)
+        return await asyncio.to_thread(self._head, path, size)
+
+    @staticmethod
+    def _list(folder: Path, root: Path) -> list[str]:
+        if not folder.is_dir():
+            return []
+        keys = []
+        for path in folder.rglob("*"):
+            # Temp files of unfinished writes start with a dot: not keys (yet).
+            if path.is_file() and not path.name.startswith("."):
+                keys.append(path.relative_to(root).as_posix())
+        return sorted(keys)
+
+    @staticmethod
+    def _head(path: Path, size: int) -> bytes | None:
+        try:
+            with path.open("rb") as f:
+                return f.read(size)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:

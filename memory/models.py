@@ -198,6 +198,19 @@ class Memory(Base):
             postgresql_ops={"embedding": "vector_cosine_ops"},
             sqlite_where=sql_text("0"),
         ),
+        # At most one live item per fact (supersede key) of a persona about a
+        # user: two replicas that write the same fact at once cannot both
+        # leave it live (migration 0004, docs/memory.md).
+        Index(
+            "ux_memories_live_key",
+            "tenant_id",
+            "persona_id",
+            "user_id",
+            "supersede_key",
+            unique=True,
+            postgresql_where=sql_text("valid_to IS NULL AND supersede_key IS NOT NULL"),
+            sqlite_where=sql_text("valid_to IS NULL AND supersede_key IS NOT NULL"),
+        ),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -221,3 +234,5 @@ class Memory(Base):
     embedding_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The fact the item states (a ``key:<k>`` source reference without the prefix).
+    supersede_key: Mapped[str | None] = mapped_column(String(200), nullable=True)

@@ -64,7 +64,10 @@ class Scoring:
     # How many nearest vectors enter the vector ranking.
     vector_candidates: int = 200
     # Up to this many candidates, Postgres scores every vector exactly (as
-    # SQLite always does); above it, the HNSW index answers (approximate).
+    # SQLite always does); above it, the HNSW index may answer (approximate),
+    # but only with pgvector >= 0.8: older HNSW filters after the scan and can
+    # return too few of the user's rows (benchmarks/memory_scale.py, 1M rows:
+    # the planner used the owner index for every user anyway).
     exact_vector_limit: int = 5_000
     # BM25 ranks at most this many of the user's live items (pinned, then newest).
     max_candidates: int = 20_000
@@ -149,7 +152,7 @@ async def search(
                 limit=scoring.vector_candidates,
                 kinds=kinds,
                 embedding_model=embedder.model or None,
-                exact=n <= scoring.exact_vector_limit,
+                exact=n <= scoring.exact_vector_limit or not await memory_store.iterative_scans(),
             )
         )
     try:

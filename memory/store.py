@@ -487,6 +487,34 @@ class Store:
         rows.reverse()
         return [_message_record(r) for r in rows]
 
+    async def message_pages(
+        self, tenant_id: str, conversation_id: str, *, page: int = 500
+    ) -> AsyncIterator[list[MessageRecord]]:
+        """Every message of a conversation, oldest first, ``page`` at a time.
+
+        Keyset paging on (``created_at``, id): one short transaction per page,
+        so exporting a long history holds neither a transaction nor all of it
+        in memory. A message stored meanwhile may or may not be included.
+        """
+        after: tuple[datetime, str] | None = None
+        while True:
+            async with self._tx(tenant_id) as s:
+                q = select(Message).where(
+                    Message.tenant_id == tenant_id, Message.conversation_id == conversation_id
+                )
+                if after is not None:
+                    q = q.where(
+                        (Message.created_at > after[0])
+                        | ((Message.created_at == after[0]) & (Message.id > after[1]))
+                    )
+                q = q.order_by(Message.created_at, Message.id).limit(page)
+                rows = list((await s.execute(q)).scalars())
+            if rows:
+                yield [_message_record(r) for r in rows]
+                after = (rows[-1].created_at, rows[-1].id)
+            if len(rows) < page:
+                return
+
 
 def _key_record(row: ApiKey) -> ApiKeyRecord:
     return ApiKeyRecord(

@@ -1,14 +1,30 @@
-"""A person's data: export it, or forget it entirely."""
+"""A person's data: export it, or forget it entirely (docs/http-api.md)."""
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import AsyncIterator
 from typing import Any
 
+import structlog
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from media.storage import MediaStorage
 from server.http_util import HTTPError, require_principal, state_of
+from server.state import AppState
+
+log = structlog.get_logger(__name__)
+
+# Messages and memories are read and sent this many at a time.
+EXPORT_PAGE = 500
+# Where conversation export jobs write their files (agents/jobs.py), and how far
+# into one the conversation id appears (the document's fourth key).
+EXPORTS_FOLDER = "exports"
+_EXPORT_HEAD_BYTES = 4096
+_CONVERSATION_ID = re.compile(rb'"conversation_id"\s*:\s*"([^"\\]+)"')
 
 
 async def _user(request: Request, *, api_key_only: bool) -> Any:
@@ -22,48 +38,81 @@ async def _user(request: Request, *, api_key_only: bool) -> Any:
     return principal, user
 
 
+def _json(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+async def _export_document(state: AppState, tenant_id: str, user: Any) -> AsyncIterator[bytes]:
+    """The export document, written piece by piece.
+
+    Same JSON as one ``json.dumps`` of ``{"user", "conversations", "memories"}``
+    would give, but built from pages of :data:`EXPORT_PAGE` messages or
+    memories, so a person with a long history costs the server one page of
+    memory at a time, not the whole history.
+    """
+    yield b'{"user":' + _json({"id": user.external_id, "name": user.name})
+    yield b',"conversations":['
+    conversations = await state.store.list_conversations(tenant_id, user_id=user.id)
+    for n, conv in enumerate(conversations):
+        head = {
+            "id": conv.id,
+            "persona_id": conv.persona_id,
+            "channel": conv.channel,
+            "created_at": conv.created_at.isoformat(),
+        }
+        yield (b"," if n else b"") + _json(head)[:-1] + b',"messages":['
+        first = True
+        async for page in state.store.message_pages(tenant_id, conv.id, page=EXPORT_PAGE):
+            body = b",".join(_json(m.to_public()) for m in page)
+            yield (b"" if first else b",") + body
+            first = False
+        yield b"]}"
+    yield b'],"memories":['
+    if state.memory is not None:
+        first = True
+        async for records in state.memory.memories.pages_for_user(
+            tenant_id, user.id, page=EXPORT_PAGE
+        ):
+            body = b",".join(_json(m.to_public()) for m in records)
+            yield (b"" if first else b",") + body
+            first = False
+    yield b"]}"
+
+
 async def export_user(request: Request) -> Response:
-    """Everything stored about a person, as JSON (their own session token may ask too)."""
+    """Everything stored about a person, as JSON (their own session token may ask too).
+
+    Streamed (chunked): conversations with all their messages oldest first,
+    then every memory item newest first, read a page at a time.
+    """
     principal, user = await _user(request, api_key_only=False)
     state = state_of(request)
-    conversations: list[dict[str, Any]] = []
-    for conv in await state.store.list_conversations(principal.tenant_id, user_id=user.id):
-        messages: list[dict[str, Any]] = []
-        before: str | None = None
-        while True:  # oldest first, paged backwards
-            page = await state.store.list_messages(
-                principal.tenant_id, conv.id, limit=500, before=before
-            )
-            messages[:0] = [m.to_public() for m in page]
-            if len(page) < 500:
-                break
-            before = page[0].id
-        conversations.append(
-            {
-                "id": conv.id,
-                "persona_id": conv.persona_id,
-                "channel": conv.channel,
-                "created_at": conv.created_at.isoformat(),
-                "messages": messages,
-            }
-        )
-    memories: list[dict[str, Any]] = []
-    if state.memory is not None:
-        records = await state.memory.memories.list(
-            principal.tenant_id, user_id=user.id, include_superseded=True, limit=100_000
-        )
-        memories = [m.to_public() for m in records]
-    return JSONResponse(
-        {
-            "user": {"id": user.external_id, "name": user.name},
-            "conversations": conversations,
-            "memories": memories,
-        }
+    return StreamingResponse(
+        _export_document(state, principal.tenant_id, user),
+        media_type="application/json",
     )
 
 
+async def _delete_exports(storage: MediaStorage, conversation_ids: set[str]) -> int:
+    """Remove the export files (conversation export jobs) of these conversations.
+
+    Export files are named by job id, so each one's conversation is read from
+    the start of the file. Returns how many were removed.
+    """
+    if not conversation_ids:
+        return 0
+    removed = 0
+    for key in await storage.list_keys(EXPORTS_FOLDER):
+        head = await storage.head(key, _EXPORT_HEAD_BYTES)
+        found = _CONVERSATION_ID.search(head or b"")
+        if found and found.group(1).decode() in conversation_ids:
+            removed += await storage.delete(key)
+    return removed
+
+
 async def forget_user(request: Request) -> Response:
-    """Delete a person entirely: messages, conversations, live event logs (API key only)."""
+    """Delete a person entirely: messages, conversations, memories, live event logs,
+    and the files of their conversation exports (API key only)."""
     principal, user = await _user(request, api_key_only=True)
     state = state_of(request)
     conversations = await state.store.list_conversations(principal.tenant_id, user_id=user.id)
@@ -74,6 +123,8 @@ async def forget_user(request: Request) -> Response:
     counts["memories"] = forgotten
     for conv in conversations:  # the hot log holds message text too
         await state.events.forget(conv.id)
+    counts["export_files"] = await _delete_exports(state.storage, {c.id for c in conversations})
+    log.info("user_forgotten", tenant_id=principal.tenant_id, **counts)
     return JSONResponse({"deleted": counts})
 
 

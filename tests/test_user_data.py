@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import httpx
 
+from memory.db import create_engine, normalize_database_url
+from memory.memories import MemoryStore, NewMemory
+from memory.store import Store
+from server.users_api import EXPORT_PAGE
 from tests.conftest import ServerProcess, connect
 
 
@@ -93,3 +99,87 @@ async def test_forget_a_person_entirely(server: ServerProcess, persona: dict[str
     assert (
         httpx.delete(f"{server.url}/v1/users/leaver/data", headers=server.auth).status_code == 404
     )
+
+
+async def _export_job(server: ServerProcess, conv: str) -> str:
+    """Run a conversation export job to the end; its job id."""
+    r = httpx.post(f"{server.url}/v1/conversations/{conv}/export", headers=server.auth)
+    assert r.status_code == 202, r.text
+    job_id = str(r.json()["job_id"])
+    for _ in range(200):
+        state = httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=server.auth).json()["state"]
+        if state == "done":
+            return job_id
+        assert state in ("queued", "running"), state
+        await asyncio.sleep(0.05)
+    raise AssertionError("the export job did not finish")
+
+
+async def test_forgetting_a_person_removes_their_export_files(
+    server: ServerProcess, persona: dict[str, Any]
+) -> None:
+    mine = await _chat(server, persona, "exported-leaver", ["my secret plan"])
+    theirs = await _chat(server, persona, "exported-stayer", ["not mine"])
+    my_jobs = [await _export_job(server, mine), await _export_job(server, mine)]
+    their_job = await _export_job(server, theirs)
+    exports = server.data_dir / "media" / "exports"
+    assert all((exports / f"{j}.json").exists() for j in [*my_jobs, their_job])
+
+    r = httpx.delete(f"{server.url}/v1/users/exported-leaver/data", headers=server.auth)
+    assert r.status_code == 200, r.text
+    assert r.json()["deleted"]["export_files"] == 2
+    assert not any((exports / f"{j}.json").exists() for j in my_jobs)
+    for job in my_jobs:  # the job record remains; its file is gone
+        r = httpx.get(f"{server.url}/v1/jobs/{job}/result", headers=server.auth)
+        assert r.status_code == 410 and r.json()["error"]["code"] == "result_gone", r.text
+    # someone else's export stays, and is still served
+    assert (exports / f"{their_job}.json").exists()
+    r = httpx.get(f"{server.url}/v1/jobs/{their_job}/result", headers=server.auth)
+    assert r.status_code == 200 and r.json()["conversation_id"] == theirs
+
+
+async def test_export_of_a_long_history_is_streamed_in_pages(
+    server: ServerProcess, persona: dict[str, Any]
+) -> None:
+    """More messages and memories than one page (users_api.EXPORT_PAGE), all in order."""
+    conv = await _chat(server, persona, "chatty", ["hello"])
+    store = Store(create_engine(normalize_database_url(None, server.data_dir)))
+    try:
+        owners = [
+            t.id
+            for t in await store.list_tenants()
+            if await store.get_conversation(t.id, conv) is not None
+        ]
+        (tenant,) = owners
+        for i in range(EXPORT_PAGE + 20):
+            await store.add_message(tenant, conv, role="user", content=f"bulk {i}")
+        conversation = await store.get_conversation(tenant, conv)
+        assert conversation is not None
+        memories = MemoryStore(store)
+        await memories.add_many(
+            tenant,
+            [
+                NewMemory(conversation.persona_id, conversation.user_id, f"fact {i}")
+                for i in range(EXPORT_PAGE + 5)
+            ],
+        )
+    finally:
+        await store.close()
+
+    with httpx.stream(
+        "GET", f"{server.url}/v1/users/chatty/export", headers=server.auth, timeout=30
+    ) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("application/json")
+        assert "content-length" not in r.headers  # streamed, not built in memory first
+        body = json.loads(r.read())
+    assert set(body) == {"user", "conversations", "memories"}
+    (exported,) = body["conversations"]
+    contents = [m["content"] for m in exported["messages"]]
+    assert contents[:1] == ["hello"] and len(contents) == 2 + EXPORT_PAGE + 20
+    assert contents[2:] == [f"bulk {i}" for i in range(EXPORT_PAGE + 20)]
+    facts = [m["text"] for m in body["memories"] if m["text"].startswith("fact ")]
+    assert sorted(facts) == sorted(f"fact {i}" for i in range(EXPORT_PAGE + 5))
+    # newest first, as GET /v1/memories lists them
+    stamps = [(m["valid_from"], m["id"]) for m in body["memories"]]
+    assert stamps == sorted(stamps, reverse=True)
