@@ -27,8 +27,9 @@ import structlog
 
 from agents import telemetry
 from agents.llm.base import GenerationParams, LLMProvider
-from agents.prompt import HistoryItem, build_messages
+from agents.prompt import HistoryItem, assemble
 from agents.recovery import active_key, end_orphan, recover_interrupted, reply_lock
+from agents.summaries import ConversationSummaries, uncovered
 from agents.turns import Turn, TurnResult
 from memory.eventlog import EventLog
 from memory.hotstate import HotState, InProcessHotState
@@ -108,6 +109,7 @@ class ConversationService:
         replica_id: str | None = None,
         recall: Recall | None = None,
         remember: Remember | None = None,
+        summaries: ConversationSummaries | None = None,
     ) -> None:
         self.store = store
         self.events = events
@@ -116,6 +118,7 @@ class ConversationService:
         self.hot = hot or InProcessHotState()
         self.recall = recall
         self.remember = remember
+        self.summaries = summaries
         self.replica_id = (
             replica_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         )
@@ -476,19 +479,33 @@ class ConversationService:
         history = await self.store.list_messages(
             conv.tenant_id, conv.id, limit=self.settings.history_messages
         )
-        memories: list[str] = []
-        if self.recall is not None:
-            memories = await self.recall(session, batch[-1].message.content)
-        messages = build_messages(
+        # Both are bounded by their own timeouts; together they cost the slower one.
+        no_memories: list[str] = []
+        memories, summary = await asyncio.gather(
+            self.recall(session, batch[-1].message.content)
+            if self.recall
+            else asyncio.sleep(0, no_memories),
+            self.summaries.latest(conv.tenant_id, conv.persona_id, conv.user_id, conv.id)
+            if self.summaries
+            else asyncio.sleep(0, None),
+        )
+        # Turns the summary covers are in it: the prompt starts after them.
+        items = uncovered([HistoryItem(m.role, m.content, m.id) for m in history], summary)
+        prompt = assemble(
             session.persona.data,
-            [HistoryItem(m.role, m.content) for m in history],
+            items,
             user_name=session.user.name or session.user.external_id,
             context_window=self.provider.capabilities.context_window,
             reply_tokens=params.max_tokens,
             count_tokens=self.provider.count_tokens,
             extra_instructions=instructions,
             memories=memories,
+            summary=summary.text if summary else None,
         )
+        messages = prompt.messages
+        fold_upto = None  # asked for after the reply: folding never delays one
+        if self.summaries is not None:
+            fold_upto = self.summaries.plan(items, prompt, self.settings.history_messages)
         response_id = new_id("resp")
         message_id = new_id("msg")
         turn = Turn(
@@ -558,6 +575,18 @@ class ConversationService:
                 await self.remember(session, turns)
             except Exception as exc:  # memory must never break a conversation
                 log.warning("remember_failed", conversation_id=conv.id, error=repr(exc))
+        if fold_upto is not None and self.summaries is not None:
+            await self.summaries.request(
+                self.hot,
+                self.replica_id,
+                tenant_id=conv.tenant_id,
+                persona_id=conv.persona_id,
+                user_id=conv.user_id,
+                conversation_id=conv.id,
+                upto=fold_upto,
+                user_name=session.user.name or session.user.external_id,
+                persona_name=session.persona.name,
+            )
         log.info(
             "reply_finished",
             conversation_id=conv.id,

@@ -125,8 +125,29 @@ def worker() -> None:
         from server.state import build_memory
 
         memory = build_memory(settings, store)
+        provider = None
         if memory is not None:
             register_memory_jobs(runner, memory)
+            from agents.summaries import register_summary_jobs
+            from server.state import build_summaries
+
+            if settings.llm_base_url or settings.llm_provider not in (None, "local"):
+                # Summaries with the configured LLM; the embedded model is not loaded
+                # in a worker only for this (it cannot summarize: extractive instead).
+                from agents.llm.registry import create_provider
+
+                provider = create_provider(
+                    provider=settings.llm_provider,
+                    base_url=settings.llm_base_url,
+                    api_key=settings.llm_api_key.get_secret_value()
+                    if settings.llm_api_key
+                    else None,
+                    model=settings.llm_model,
+                    timeout=settings.llm_timeout_seconds,
+                    max_retries=settings.llm_max_retries,
+                    data_dir=settings.data_dir,
+                )
+            register_summary_jobs(runner, build_summaries(settings, store, memory, provider))
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             # Graceful: no new jobs; running ones get SALON_GRACEFUL_SHUTDOWN_SECONDS to
@@ -139,6 +160,8 @@ def worker() -> None:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
             await runner.close()
+            if provider is not None:
+                await provider.close()
             await events.close()
             await redis.aclose()
             await store.close()

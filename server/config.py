@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     memory_enabled: bool = True
     memory_recall_k: int = 6
     memory_recall_token_budget: int = 300
+    memory_summaries: bool = True  # rolling summaries of older history (agents/summaries.py)
+    memory_summary_tokens: int = 400
     embeddings_provider: str | None = None  # local (default), openai, or none
     embeddings_base_url: str | None = None
     embeddings_api_key: SecretStr | None = None

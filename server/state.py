@@ -14,6 +14,12 @@ from agents.jobs import job_event_hook, register_conversation_jobs
 from agents.llm.base import LLMProvider
 from agents.llm.registry import create_provider
 from agents.memory import MemoryService, MemorySettings, build_embedder, register_memory_jobs
+from agents.summaries import (
+    ConversationSummaries,
+    SummaryService,
+    SummarySettings,
+    register_summary_jobs,
+)
 from media.jobs import JobRunner, create_job_runner
 from media.storage import LocalMediaStorage, MediaStorage
 from memory.db import create_engine, normalize_database_url
@@ -113,9 +119,13 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
     register_conversation_jobs(jobs, store, events, storage)
     memory = build_memory(settings, store)
     recall = remember = None
+    summaries = None
     if memory is not None:
         register_memory_jobs(jobs, memory)
         recall, remember = memory_hooks(memory, jobs)
+        summary_service = build_summaries(settings, store, memory, provider)
+        register_summary_jobs(jobs, summary_service)
+        summaries = ConversationSummaries(summary_service, jobs.enqueue)
     service = ConversationService(
         store,
         events,
@@ -130,6 +140,7 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
         hot=hot,
         recall=recall,
         remember=remember,
+        summaries=summaries,
     )
     await service.start()
     await jobs.start()
@@ -178,6 +189,21 @@ def build_memory(settings: Settings, store: Store) -> MemoryService | None:
             recall_k=settings.memory_recall_k,
             recall_token_budget=settings.memory_recall_token_budget,
         ),
+    )
+
+
+def build_summaries(
+    settings: Settings, store: Store, memory: MemoryService, provider: LLMProvider | None
+) -> SummaryService:
+    """Rolling summaries, written with ``provider`` (None or the embedded model: extractive)."""
+    return SummaryService(
+        store,
+        memory.memories,
+        provider,
+        SummarySettings(
+            enabled=settings.memory_summaries, max_tokens=settings.memory_summary_tokens
+        ),
+        embedder=memory.embedder,
     )
 
 
