@@ -124,29 +124,30 @@ def worker() -> None:
         from agents.memory import register_memory_jobs
         from server.state import build_memory
 
-        memory = build_memory(settings, store)
         provider = None
+        if settings.memory_enabled and (
+            settings.llm_base_url or settings.llm_provider not in (None, "local")
+        ):
+            # Summaries and fact extraction with the configured LLM; the embedded
+            # model is not loaded in a worker only for this (summaries are then
+            # extractive, facts rule-based).
+            from agents.llm.registry import create_provider
+
+            provider = create_provider(
+                provider=settings.llm_provider,
+                base_url=settings.llm_base_url,
+                api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
+                model=settings.llm_model,
+                timeout=settings.llm_timeout_seconds,
+                max_retries=settings.llm_max_retries,
+                data_dir=settings.data_dir,
+            )
+        memory = build_memory(settings, store, provider)
         if memory is not None:
             register_memory_jobs(runner, memory)
             from agents.summaries import register_summary_jobs
             from server.state import build_summaries
 
-            if settings.llm_base_url or settings.llm_provider not in (None, "local"):
-                # Summaries with the configured LLM; the embedded model is not loaded
-                # in a worker only for this (it cannot summarize: extractive instead).
-                from agents.llm.registry import create_provider
-
-                provider = create_provider(
-                    provider=settings.llm_provider,
-                    base_url=settings.llm_base_url,
-                    api_key=settings.llm_api_key.get_secret_value()
-                    if settings.llm_api_key
-                    else None,
-                    model=settings.llm_model,
-                    timeout=settings.llm_timeout_seconds,
-                    max_retries=settings.llm_max_retries,
-                    data_dir=settings.data_dir,
-                )
             register_summary_jobs(runner, build_summaries(settings, store, memory, provider))
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     memory_recall_token_budget: int = 300
     memory_summaries: bool = True  # rolling summaries of older history (agents/summaries.py)
     memory_summary_tokens: int = 400
+    # Fact extraction: "auto" = the configured LLM when it supports structured
+    # output (an OpenAI-compatible endpoint), else rules; "llm" or "rules" force one.
+    memory_extractor: Literal["auto", "llm", "rules"] = "auto"
     embeddings_provider: str | None = None  # local (default), openai, or none
     embeddings_base_url: str | None = None
     embeddings_api_key: SecretStr | None = None

@@ -10,6 +10,8 @@ from typing import Any
 import structlog
 
 from agents.conversations import ConversationService, Recall, Remember, Session, TurnSettings
+from agents.extraction import FactExtractor, RuleExtractor
+from agents.extraction_llm import LLMExtractor
 from agents.jobs import job_event_hook, register_conversation_jobs
 from agents.llm.base import LLMProvider
 from agents.llm.registry import create_provider
@@ -117,7 +119,7 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
         grace_seconds=settings.graceful_shutdown_seconds,
     )
     register_conversation_jobs(jobs, store, events, storage)
-    memory = build_memory(settings, store)
+    memory = build_memory(settings, store, provider)
     recall = remember = None
     summaries = None
     if memory is not None:
@@ -169,7 +171,11 @@ async def maintenance_loop(state: AppState, interval: float = 30.0) -> None:
                 log.exception("event_log_sweep_failed")
 
 
-def build_memory(settings: Settings, store: Store) -> MemoryService | None:
+def build_memory(
+    settings: Settings, store: Store, provider: LLMProvider | None = None
+) -> MemoryService | None:
+    """Long-term memory; facts are extracted with ``provider`` when it can (see
+    ``memory_extractor``), else by rules."""
     if not settings.memory_enabled:
         return None
     embedder = build_embedder(
@@ -189,7 +195,17 @@ def build_memory(settings: Settings, store: Store) -> MemoryService | None:
             recall_k=settings.memory_recall_k,
             recall_token_budget=settings.memory_recall_token_budget,
         ),
+        extractor=build_extractor(settings, provider),
     )
+
+
+def build_extractor(settings: Settings, provider: LLMProvider | None) -> FactExtractor:
+    """The LLM extractor when asked for, or ("auto") when the provider has structured output."""
+    mode = settings.memory_extractor
+    capable = provider is not None and provider.capabilities.structured_output
+    if provider is not None and (mode == "llm" or (mode == "auto" and capable)):
+        return LLMExtractor(provider, timeout_seconds=settings.llm_timeout_seconds)
+    return RuleExtractor()
 
 
 def build_summaries(

@@ -114,6 +114,9 @@ def server_env(data_dir: Path, fake: FakeOpenAI, **overrides: str) -> dict[str, 
         # Keyword-only recall: loading MiniLM in every test server costs ~10 s of
         # CPU each; tests/test_memory_e2e.py runs with the real embedder.
         SALON_EMBEDDINGS_PROVIDER="none",
+        # Rules, so the fake LLM sees only chat requests (tests count and inspect
+        # them); tests/test_memory_e2e.py runs LLM extraction end to end.
+        SALON_MEMORY_EXTRACTOR="rules",
     )
     env.update(overrides)
     return env

@@ -75,3 +75,24 @@ async def test_a_persona_remembers_a_person_across_conversations(
     assert r.status_code == 200 and r.json()["deleted"]["memories"] >= 4
     await _say(srv, p, "rob", "do you know me?")
     assert not any("Robert" in line or "Lyon" in line for line in _recalled(fake_llm))
+
+
+async def test_facts_are_extracted_by_the_configured_llm(
+    make_server: Any, fake_llm: FakeOpenAI
+) -> None:
+    """SALON_MEMORY_EXTRACTOR=auto with an OpenAI-compatible endpoint: the remember
+    job asks the model for facts (json_schema) and stores what it answers."""
+    srv: ServerProcess = make_server(SALON_MEMORY_EXTRACTOR="auto")
+    p = srv.create_persona(name="Ada")
+    fake_llm.json_replies.append(
+        '{"facts": [{"kind": "preference", "key": "likes:bouldering", '
+        '"text": "kim loves bouldering on weekends", "importance": 0.6, "message_id": "?"}]}'
+    )
+    # No rule matches this sentence: only the model can find the fact.
+    await _say(srv, p, "kim", "Weekends are for the climbing gym, bouldering mostly.")
+    memories = await _wait_for_fact(srv, "kim", "kim loves bouldering on weekends")
+    fact = next(m for m in memories if m["kind"] == "preference")
+    assert fact["importance"] == pytest.approx(0.6)
+    asked = [r for r in fake_llm.requests if r.get("response_format")]
+    assert asked and asked[-1]["response_format"]["json_schema"]["name"] == "memory_facts"
+    assert "bouldering mostly" in asked[-1]["messages"][-1]["content"]
