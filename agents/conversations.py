@@ -19,7 +19,6 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,24 +28,28 @@ from agents import telemetry
 from agents.llm.base import GenerationParams, LLMProvider
 from agents.prompt import HistoryItem, assemble
 from agents.recovery import active_key, end_orphan, recover_interrupted, reply_lock
+from agents.sessions import (
+    ConversationHooks,
+    Recall,
+    Remember,
+    Session,
+    TurnSettings,
+)
 from agents.summaries import ConversationSummaries, uncovered
 from agents.turns import Turn, TurnResult
 from memory.eventlog import EventLog
 from memory.hotstate import HotState, InProcessHotState
 from memory.ids import new_id
-from memory.records import ConversationRecord, MessageRecord, PersonaRecord, UserRecord
+from memory.records import ConversationRecord, MessageRecord
 from memory.store import Store
 
 log = structlog.get_logger(__name__)
 
-# recall(session, query) -> memory texts for the prompt (may be empty)
-Recall = Callable[["Session", str], Awaitable[list[str]]]
-# remember(session, turns) -> schedules storing finished turns in long-term memory
-Remember = Callable[["Session", list[dict[str, Any]]], Awaitable[None]]
-
 # The active-reply record outlives a dead owner's lock by this factor, so other
 # replicas can still find and end the reply, but not forever.
 ACTIVE_TTL_FACTOR = 6
+# A context hook (current topics, ...) that takes longer adds nothing to the reply.
+CONTEXT_TIMEOUT = 1.0
 
 
 class ConversationError(Exception):
@@ -55,25 +58,6 @@ class ConversationError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-@dataclass(frozen=True)
-class Session:
-    persona: PersonaRecord
-    user: UserRecord
-    conversation: ConversationRecord
-
-
-@dataclass
-class TurnSettings:
-    max_reply_tokens: int = 256
-    temperature: float = 0.7
-    history_messages: int = 50
-    coalesce_seconds: float = 0.015
-    max_message_chars: int = 8000
-    # A replica refreshes its reply lock every lock_ttl/3; one that dies loses
-    # it after lock_ttl and its reply is ended by another replica.
-    lock_ttl_seconds: float = 10.0
 
 
 @dataclass
@@ -110,6 +94,7 @@ class ConversationService:
         recall: Recall | None = None,
         remember: Remember | None = None,
         summaries: ConversationSummaries | None = None,
+        hooks: ConversationHooks | None = None,
     ) -> None:
         self.store = store
         self.events = events
@@ -119,6 +104,7 @@ class ConversationService:
         self.recall = recall
         self.remember = remember
         self.summaries = summaries
+        self.hooks = hooks or ConversationHooks()
         self.replica_id = (
             replica_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         )
@@ -126,6 +112,7 @@ class ConversationService:
         self._watched: dict[str, ConversationRecord] = {}
         self._background: list[asyncio.Task[None]] = []
         self._closing = False
+        self._hook_tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Listen for cross-replica control messages and watch for orphaned replies."""
@@ -270,7 +257,23 @@ class ConversationService:
         runner.pending.append(_Pending(message, params, instructions))
         if runner.task is None:
             runner.task = asyncio.create_task(self._run(conv.id), name=f"replies:{conv.id}")
+        self._after_message(session, message)
         return message, True
+
+    def _after_message(self, session: Session, message: MessageRecord) -> None:
+        """Run the after_message hooks in the background; a failing hook is logged."""
+
+        async def run() -> None:
+            for hook in self.hooks.after_message:
+                try:
+                    await hook(session, message)
+                except Exception as exc:
+                    log.warning("after_message_hook_failed", message_id=message.id, error=repr(exc))
+
+        if self.hooks.after_message:
+            task = asyncio.create_task(run(), name=f"after:{message.id}")
+            self._hook_tasks.add(task)
+            task.add_done_callback(self._hook_tasks.discard)
 
     async def _never_answered(self, conv: ConversationRecord, message: MessageRecord) -> bool:
         """A stored user message that no reply covers, none is queued for, and none is writing."""
@@ -430,6 +433,16 @@ class ConversationService:
                 with contextlib.suppress(Exception):
                     await self.hot.release_lock(lock, token)
 
+    async def _context(self, session: Session, query: str) -> list[str]:
+        """Extra system-prompt blocks from the context hooks; one that fails adds nothing."""
+        blocks: list[str] = []
+        for hook in self.hooks.context:
+            try:
+                blocks.extend(await asyncio.wait_for(hook(session, query), CONTEXT_TIMEOUT))
+            except Exception as exc:
+                log.warning("context_hook_failed", error=repr(exc))
+        return blocks
+
     async def _owns(self, lock: str, token: str, ttl: float) -> bool:
         """Still ours? (Unknown because the hot state is down counts as ours.)"""
         try:
@@ -489,6 +502,7 @@ class ConversationService:
             if self.summaries
             else asyncio.sleep(0, None),
         )
+        context = await self._context(session, batch[-1].message.content)
         # Turns the summary covers are in it: the prompt starts after them.
         items = uncovered([HistoryItem(m.role, m.content, m.id) for m in history], summary)
         prompt = assemble(
@@ -498,7 +512,7 @@ class ConversationService:
             context_window=self.provider.capabilities.context_window,
             reply_tokens=params.max_tokens,
             count_tokens=self.provider.count_tokens,
-            extra_instructions=instructions,
+            extra_instructions="\n\n".join([*context, *([instructions] if instructions else [])]),
             memories=memories,
             summary=summary.text if summary else None,
         )
@@ -542,7 +556,7 @@ class ConversationService:
             # The reply is stored before its final event is sent, so a client
             # that sees response.done can always find the message in history.
             if result.text or result.status == "complete":
-                await self.store.add_message(
+                stored, _ = await self.store.add_message(
                     conv.tenant_id,
                     conv.id,
                     role="assistant",
@@ -552,6 +566,7 @@ class ConversationService:
                     message_id=message_id,
                 )
                 telemetry.MESSAGES.labels("assistant", conv.channel).inc()
+                self._after_message(session, stored)
             # Gone before the final event is sent: a client that has seen the
             # final event never finds this reply "still active".
             await self.hot.delete(active_key(conv.id))

@@ -14,7 +14,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from agents.llm.base import LLMProvider
-from server import http_api, jobs_api, memories_api, openai_api, users_api
+from server import (
+    analytics_api,
+    feeds_api,
+    http_api,
+    jobs_api,
+    memories_api,
+    moderation_api,
+    openai_api,
+    users_api,
+)
 from server.config import Settings
 from server.docs_api import docs_routes
 from server.http_util import HTTPError, error_response
@@ -85,6 +94,9 @@ def create_app(
         *jobs_api.routes,
         *users_api.routes,
         *memories_api.routes,
+        *analytics_api.routes,
+        *moderation_api.routes,
+        *feeds_api.routes,
         *openai_api.routes,
         *docs_routes,
         WebSocketRoute("/v1/ws", websocket_endpoint),

@@ -16,6 +16,7 @@ from agents.jobs import job_event_hook, register_conversation_jobs
 from agents.llm.base import LLMProvider
 from agents.llm.registry import create_provider
 from agents.memory import MemoryService, MemorySettings, build_embedder, register_memory_jobs
+from agents.sessions import ConversationHooks, ServiceParts
 from agents.summaries import (
     ConversationSummaries,
     SummaryService,
@@ -32,6 +33,7 @@ from memory.migrate import migrate
 from memory.store import Conflict, Store
 from server.auth import SessionTokens
 from server.config import Settings
+from server.extensions import Extensions, install_extensions
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +52,7 @@ class AppState:
     jobs: JobRunner
     storage: MediaStorage
     memory: MemoryService | None = None
+    extensions: Extensions = field(default_factory=Extensions)
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     connections: set[object] = field(default_factory=set)
 
@@ -128,6 +131,8 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
         summary_service = build_summaries(settings, store, memory, provider)
         register_summary_jobs(jobs, summary_service)
         summaries = ConversationSummaries(summary_service, jobs.enqueue)
+    hooks = ConversationHooks()
+    extensions = await install_extensions(ServiceParts(store, events, hot, jobs, provider), hooks)
     service = ConversationService(
         store,
         events,
@@ -143,6 +148,7 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
         recall=recall,
         remember=remember,
         summaries=summaries,
+        hooks=hooks,
     )
     await service.start()
     await jobs.start()
@@ -150,7 +156,18 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
         # Warm the embedder in the background: a cold first recall would wait ~10 s.
         background.append(asyncio.create_task(memory.embedder.start(), name="embedder-warmup"))
     return AppState(
-        settings, store, events, provider, service, tokens, hot, jobs, storage, memory, background
+        settings,
+        store,
+        events,
+        provider,
+        service,
+        tokens,
+        hot,
+        jobs,
+        storage,
+        memory,
+        extensions,
+        background,
     )
 
 
@@ -251,6 +268,7 @@ async def close_state(state: AppState) -> None:
     for task in state.background:
         task.cancel()
     await state.service.shutdown(timeout=state.settings.graceful_shutdown_seconds)
+    await state.extensions.close()
     await state.jobs.close()
     if isinstance(state.events, InProcessEventLog):
         saved = state.events.save(state.settings.data_dir / "eventlog.jsonl")

@@ -11,9 +11,11 @@ import pytest
 
 from agents.conversations import ConversationError, ConversationService, TurnSettings
 from agents.personas import create_persona
+from agents.sessions import ConversationHooks, Session
 from memory.db import create_engine, normalize_database_url
 from memory.eventlog import InProcessEventLog, follow
 from memory.migrate import migrate
+from memory.records import MessageRecord
 from memory.store import Store
 from tests.fakes.llm import ScriptedLLM
 
@@ -268,3 +270,49 @@ async def test_a_resent_id_whose_reply_never_started_is_answered(
     assert events[-1]["type"] == "response.done" and len(provider.calls) == 1
     _, again = await svc.submit(session, client_id="lost", text="hello")
     assert not again and len(provider.calls) == 1  # answered now: a true duplicate
+
+
+async def test_hooks_see_stored_messages_and_add_context(store: Store, persona_id: str) -> None:
+    """after_message runs for the person's message and the stored reply; context blocks
+    reach the system prompt; a failing or slow hook never breaks the reply."""
+    seen: list[tuple[str, str]] = []
+    finished = asyncio.Event()
+
+    async def after(session: Session, message: MessageRecord) -> None:
+        seen.append((message.role, message.content))
+        if message.role == "assistant":
+            finished.set()
+
+    async def broken_after(session: Session, message: MessageRecord) -> None:
+        raise RuntimeError("analysis is down")
+
+    async def topics(session: Session, query: str) -> list[str]:
+        return [f"Current topics for {session.persona.name}: tides (asked: {query})"]
+
+    async def broken_context(session: Session, query: str) -> list[str]:
+        raise RuntimeError("feeds are down")
+
+    async def slow_context(session: Session, query: str) -> list[str]:
+        await asyncio.sleep(30)
+        return ["never"]
+
+    provider = ScriptedLLM()
+    svc = ConversationService(
+        store,
+        InProcessEventLog(),
+        provider,
+        TurnSettings(coalesce_seconds=0),
+        hooks=ConversationHooks(
+            after_message=[broken_after, after],
+            context=[broken_context, topics, slow_context],
+        ),
+    )
+    session = await svc.open(TENANT, persona=persona_id, user_external_id="bo")
+    await svc.submit(session, client_id="c1", text="what's new?")
+    events = await collect_until_final(svc, session.conversation.id)
+    assert events[-1]["type"] == "response.done"
+    await asyncio.wait_for(finished.wait(), 5)
+    assert seen == [("user", "what's new?"), ("assistant", "Hello there!")]
+    system = provider.calls[0][0].content
+    assert "Current topics for Ada: tides (asked: what's new?)" in system
+    assert "never" not in system
