@@ -41,7 +41,6 @@ log = structlog.get_logger(__name__)
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
-OUTBOX_SIZE = 1000
 PRESENCE_TTL = 90.0  # refreshed every 30 s by the app's maintenance loop
 
 
@@ -95,7 +94,15 @@ async def websocket_endpoint(ws: WebSocket) -> None:
 
 
 class Connection:
-    """One accepted socket: a reader loop, a sender task and (after session.start) a follower."""
+    """One accepted socket: a reader loop and (after session.start) a log follower.
+
+    Both write to the socket directly, with no outbox queue and sender task in
+    between (less memory per idle socket, one task switch less per delta). The
+    order of events holds: uvicorn writes each frame before its ``send`` can
+    suspend, and while the client is slow to read (the transport paused) the
+    writers wait for it in FIFO order. A client that does not read therefore
+    stops its own reader and follower, and no one else's.
+    """
 
     def __init__(self, ws: WebSocket, state: AppState, principal: Principal) -> None:
         self.id = uuid.uuid4().hex
@@ -103,74 +110,44 @@ class Connection:
         self.state = state
         self.principal = principal
         self.session: Session | None = None
-        self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(OUTBOX_SIZE)
         self._follower: asyncio.Task[None] | None = None
-        self._sending = False  # the sender task is writing an event right now
+        self._gone = False  # a write failed: the socket is closed
         per_minute = state.settings.messages_per_minute
         self._messages = TokenBucket(rate=per_minute / 60, burst=max(1, per_minute // 4 or 1))
         self._frames = TokenBucket(rate=100, burst=200)
         self._since = time.time()
 
     async def run(self) -> None:
-        sender = asyncio.create_task(self._send_loop())
         try:
-            while True:
+            while not self._gone:
                 message = await self.ws.receive()
                 if message["type"] == "websocket.disconnect":
                     break
                 metrics.FRAMES_IN.inc()
                 raw = message.get("text")
                 await self._handle(raw if raw is not None else message.get("bytes", b""))
-                if sender.done():
-                    break
         except WebSocketDisconnect:
             pass
         finally:
             await self._leave()
-            for task in (self._follower, sender):
-                if task is not None:
-                    task.cancel()
-            for task in (self._follower, sender):
-                if task is not None:
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+            if self._follower is not None:
+                self._follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._follower
 
     # -- output ---------------------------------------------------------------
 
-    async def _send_loop(self) -> None:
-        while True:
-            event = await self._outbox.get()
-            self._sending = True
-            try:
-                if not await self._write(event):
-                    return  # the reader sees the disconnect and cleans up
-            finally:
-                self._sending = False
-
-    async def _write(self, event: dict[str, Any]) -> bool:
+    async def send(self, event: dict[str, Any]) -> bool:
         """Put one event on the socket; False once the socket is gone."""
+        if self._gone:
+            return False
         try:
             await self.ws.send_text(json.dumps(event, separators=(",", ":")))
         except (WebSocketDisconnect, RuntimeError, OSError):
+            self._gone = True  # the reader sees the disconnect and cleans up
             return False
         metrics.EVENTS_OUT.inc()
         return True
-
-    async def send(self, event: dict[str, Any]) -> None:
-        await self._outbox.put(event)
-
-    async def _send_live(self, event: dict[str, Any]) -> bool:
-        """A log event: written at once when nothing is queued before it; False
-        once the socket is gone.
-
-        Skipping the outbox saves a task switch per streamed delta. Order holds:
-        with the outbox empty and the sender idle nothing was handed over
-        earlier, and uvicorn writes each frame before its send() can suspend.
-        """
-        if self._sending or not self._outbox.empty():
-            await self._outbox.put(event)
-            return True
-        return await self._write(event)
 
     async def error(self, code: str, message: str, event_id: str | None = None) -> None:
         metrics.CLIENT_ERRORS.labels(code).inc()
@@ -194,7 +171,7 @@ class Connection:
                         # if the replica writing it dies, this one ends it
                         self.state.service.watch(self.session.conversation)
                     backoff, warned = 0.2, False
-                    if not await self._send_live(event):
+                    if not await self.send(event):
                         return  # the reader sees the disconnect and cleans up
             except asyncio.CancelledError:
                 raise

@@ -8,7 +8,9 @@ says the last ``seq`` it saw gets exactly what it missed.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -47,6 +49,54 @@ class Subscription(ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class LiveBuffer:
+    """The live events of one subscription, waiting for their reader.
+
+    A deque and at most one waiting future: an asyncio.Queue per idle socket
+    costs three deques and an Event. Beyond ``maxsize`` unread events (or after
+    :meth:`signal_lag`) new events are dropped and the reader gets
+    :class:`Lagged` once it has read what is buffered.
+    """
+
+    __slots__ = ("_items", "_maxsize", "_waiter", "lagged")
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: deque[Event] = deque()
+        self._maxsize = maxsize
+        self._waiter: asyncio.Future[None] | None = None
+        self.lagged = False
+
+    def offer(self, event: Event) -> None:
+        if self.lagged:
+            return
+        if len(self._items) >= self._maxsize:
+            self.lagged = True
+        else:
+            self._items.append(event)
+        self._wake()
+
+    def signal_lag(self) -> None:
+        self.lagged = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Event:
+        while not self._items:
+            if self.lagged:
+                self.lagged = False
+                raise Lagged()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
 
 
 class EventLog(ABC):

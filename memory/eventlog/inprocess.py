@@ -7,7 +7,6 @@ the next start, so a client that reconnects after a restart still resumes.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections import deque
@@ -15,26 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memory.eventlog.base import Event, EventLog, Lagged, ResumeGap, Subscription
+from memory.eventlog.base import Event, EventLog, LiveBuffer, ResumeGap, Subscription
 
 
 class _QueueSubscription(Subscription):
     def __init__(self, owner: _ConversationLog, maxsize: int) -> None:
         self._owner = owner
-        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
-        self.lagged = False
-
-    def offer(self, event: Event) -> None:
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self.lagged = True
+        self._buffer = LiveBuffer(maxsize)
+        self.offer = self._buffer.offer
 
     async def get(self) -> Event:
-        if self.lagged and self._queue.empty():
-            self.lagged = False
-            raise Lagged()
-        return await self._queue.get()
+        return await self._buffer.get()
 
     async def close(self) -> None:
         self._owner.subscribers.discard(self)

@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 
-from memory.eventlog.base import Event, EventLog, Lagged, ResumeGap, Subscription
+from memory.eventlog.base import Event, EventLog, LiveBuffer, ResumeGap, Subscription
 
 log = structlog.get_logger(__name__)
 
@@ -79,39 +79,17 @@ end
 return 0
 """
 
-_LAGGED = object()
-
 
 class _RedisSubscription(Subscription):
     def __init__(self, owner: RedisEventLog, conversation_id: str, maxsize: int) -> None:
         self._owner = owner
         self.conversation_id = conversation_id
-        self.queue: asyncio.Queue[object] = asyncio.Queue(maxsize)
-        self.lagged = False
-
-    def offer(self, item: object) -> None:
-        if self.lagged:
-            return
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self.lagged = True
-
-    def signal_lag(self) -> None:
-        self.lagged = True
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(_LAGGED)
+        self._buffer = LiveBuffer(maxsize)
+        self.offer = self._buffer.offer
+        self.signal_lag = self._buffer.signal_lag
 
     async def get(self) -> Event:
-        if self.lagged and self.queue.empty():
-            self.lagged = False
-            raise Lagged()
-        item = await self.queue.get()
-        if item is _LAGGED:
-            self.lagged = False
-            raise Lagged()
-        assert isinstance(item, dict)
-        return item
+        return await self._buffer.get()
 
     async def close(self) -> None:
         await self._owner._unsubscribe(self)
