@@ -131,17 +131,9 @@ def worker() -> None:
             # Summaries and fact extraction with the configured LLM; the embedded
             # model is not loaded in a worker only for this (summaries are then
             # extractive, facts rule-based).
-            from agents.llm.registry import create_provider
+            from server.state import build_provider
 
-            provider = create_provider(
-                provider=settings.llm_provider,
-                base_url=settings.llm_base_url,
-                api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
-                model=settings.llm_model,
-                timeout=settings.llm_timeout_seconds,
-                max_retries=settings.llm_max_retries,
-                data_dir=settings.data_dir,
-            )
+            provider = build_provider(settings)
         memory = build_memory(settings, store, provider)
         if memory is not None:
             register_memory_jobs(runner, memory)

@@ -57,6 +57,19 @@ class AppState:
     connections: set[object] = field(default_factory=set)
 
 
+def build_provider(settings: Settings) -> LLMProvider:
+    """The configured LLM provider (not started)."""
+    return create_provider(
+        provider=settings.llm_provider,
+        base_url=settings.llm_base_url,
+        api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
+        model=settings.llm_model,
+        timeout=settings.llm_timeout_seconds,
+        max_retries=settings.llm_max_retries,
+        data_dir=settings.data_dir,
+    )
+
+
 def build_event_log(settings: Settings, redis: Any = None) -> EventLog:
     """The Redis event log when ``SALON_REDIS_URL`` is set, else the in-process one."""
     if settings.redis_url:
@@ -103,15 +116,7 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
         if loaded:
             log.info("event_log_restored", events=loaded)
     if provider is None:
-        provider = create_provider(
-            provider=settings.llm_provider,
-            base_url=settings.llm_base_url,
-            api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
-            model=settings.llm_model,
-            timeout=settings.llm_timeout_seconds,
-            max_retries=settings.llm_max_retries,
-            data_dir=settings.data_dir,
-        )
+        provider = build_provider(settings)
     if settings.llm_preload:
         await provider.start()
     storage = LocalMediaStorage(settings.media_dir or settings.data_dir / "media")
