@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 
 import structlog
@@ -80,6 +81,10 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state = await build_state(settings, provider=provider)
         app.state.salon = state
+        # What startup built lives as long as the process: out of the collector's
+        # sight, full collections stay short (they pause every socket's events).
+        gc.collect()
+        gc.freeze()
         log.info("salon_ready", provider=state.provider.name)
         maintenance = asyncio.create_task(maintenance_loop(state))
         try:

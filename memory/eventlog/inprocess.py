@@ -33,7 +33,10 @@ class _QueueSubscription(Subscription):
 @dataclass
 class _ConversationLog:
     last_seq: int = 0
-    events: deque[tuple[float, Event]] = field(default_factory=deque)
+    # (appended at, seq, the event as JSON): retained events are kept serialized,
+    # so thousands of them are a few objects the garbage collector need not walk
+    # (as dicts they made full collections, and so reply latency, grow with them).
+    events: deque[tuple[float, int, str]] = field(default_factory=deque)
     subscribers: set[_QueueSubscription] = field(default_factory=set)
 
 
@@ -73,7 +76,7 @@ class InProcessEventLog(EventLog):
         log = self._log(conversation_id)
         log.last_seq += 1
         stored = {**event, "conversation_id": conversation_id, "seq": log.last_seq}
-        log.events.append((self._clock(), stored))
+        log.events.append((self._clock(), log.last_seq, json.dumps(stored, separators=(",", ":"))))
         self._trim(log)
         for sub in list(log.subscribers):
             sub.offer(stored)
@@ -89,11 +92,11 @@ class InProcessEventLog(EventLog):
         first = self._first(log)
         if after < first - 1:
             raise ResumeGap(conversation_id, after, first, log.last_seq)
-        return [e for _, e in log.events if e["seq"] > after]
+        return [json.loads(payload) for _, seq, payload in log.events if seq > after]
 
     @staticmethod
     def _first(log: _ConversationLog) -> int:
-        return log.events[0][1]["seq"] if log.events else log.last_seq + 1
+        return log.events[0][1] if log.events else log.last_seq + 1
 
     async def latest_seq(self, conversation_id: str) -> int:
         log = self._logs.get(conversation_id)
@@ -138,8 +141,8 @@ class InProcessEventLog(EventLog):
             for cid, log in self._logs.items():
                 self._trim(log)
                 fh.write(json.dumps({"conversation_id": cid, "last_seq": log.last_seq}) + "\n")
-                for ts, event in log.events:
-                    fh.write(json.dumps({"ts": ts, "event": event}) + "\n")
+                for ts, _, payload in log.events:
+                    fh.write(f'{{"ts":{ts!r},"event":{payload}}}\n')
                     count += 1
         tmp.replace(path)
         return count
@@ -157,7 +160,14 @@ class InProcessEventLog(EventLog):
                     current = self._log(item["conversation_id"])
                     current.last_seq = max(current.last_seq, int(item["last_seq"]))
                 elif current is not None:
-                    current.events.append((float(item["ts"]), item["event"]))
+                    event = item["event"]
+                    current.events.append(
+                        (
+                            float(item["ts"]),
+                            int(event["seq"]),
+                            json.dumps(event, separators=(",", ":")),
+                        )
+                    )
                     count += 1
         for log in self._logs.values():
             self._trim(log)
