@@ -28,6 +28,17 @@ EXPORT_KIND = "conversation.export"
 EXPORT_MIME = "application/json"
 EXPORT_FORMAT = "salon.conversation.export"
 EXPORT_PAGE = 200
+EXPORTS_FOLDER = "exports"
+
+
+def export_folder(tenant_id: str, conversation_id: str) -> str:
+    """Where a conversation's exports go: one folder each, so forgetting a person
+    removes their exports by folder, without reading any file."""
+    return f"{EXPORTS_FOLDER}/{tenant_id}/{conversation_id}"
+
+
+def export_key(tenant_id: str, conversation_id: str, job_id: str) -> str:
+    return f"{export_folder(tenant_id, conversation_id)}/{job_id}.json"
 
 
 def result_url(job_id: str) -> str:
@@ -90,7 +101,13 @@ def register_conversation_jobs(
             "messages": [m.to_public() for m in messages],
         }
         data = json.dumps(document, ensure_ascii=False, indent=1).encode()
-        key = await storage.put(f"exports/{ctx.job_id}.json", data, EXPORT_MIME)
+        key = await storage.put(
+            export_key(tenant_id, conversation_id, ctx.job_id), data, EXPORT_MIME
+        )
+        if await store.get_conversation(tenant_id, conversation_id) is None:
+            # The person was forgotten while we wrote: their file must not outlive them.
+            await storage.delete(key)
+            raise JobFailed("the conversation was deleted during the export")
         await ctx.progress(0.95, stage="stored", messages=count)
         return {"key": key, "mime": EXPORT_MIME, "messages": len(messages), "bytes": len(data)}
 

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from agents.jobs import EXPORTS_FOLDER, export_folder
 from media.storage import MediaStorage
 from server.http_util import HTTPError, require_principal, state_of
 from server.state import AppState
@@ -20,9 +21,7 @@ log = structlog.get_logger(__name__)
 
 # Messages and memories are read and sent this many at a time.
 EXPORT_PAGE = 500
-# Where conversation export jobs write their files (agents/jobs.py), and how far
-# into one the conversation id appears (the document's fourth key).
-EXPORTS_FOLDER = "exports"
+# How far into a (legacy) export file the conversation id appears (the fourth key).
 _EXPORT_HEAD_BYTES = 4096
 _CONVERSATION_ID = re.compile(rb'"conversation_id"\s*:\s*"([^"\\]+)"')
 
@@ -93,16 +92,20 @@ async def export_user(request: Request) -> Response:
     )
 
 
-async def _delete_exports(storage: MediaStorage, conversation_ids: set[str]) -> int:
-    """Remove the export files (conversation export jobs) of these conversations.
+async def _delete_exports(storage: MediaStorage, tenant_id: str, conversation_ids: set[str]) -> int:
+    """Remove the export files of these conversations; returns how many.
 
-    Export files are named by job id, so each one's conversation is read from
-    the start of the file. Returns how many were removed.
+    Exports live in ``exports/<tenant>/<conversation>/`` (agents/jobs.py). Files
+    of older versions sit directly in ``exports/``, named by job id: for those
+    the conversation is read from the start of the file.
     """
-    if not conversation_ids:
-        return 0
     removed = 0
+    for conversation_id in conversation_ids:
+        for key in await storage.list_keys(export_folder(tenant_id, conversation_id)):
+            removed += await storage.delete(key)
     for key in await storage.list_keys(EXPORTS_FOLDER):
+        if key.count("/") != 1:
+            continue  # in a conversation's folder: handled above
         head = await storage.head(key, _EXPORT_HEAD_BYTES)
         found = _CONVERSATION_ID.search(head or b"")
         if found and found.group(1).decode() in conversation_ids:
@@ -123,7 +126,9 @@ async def forget_user(request: Request) -> Response:
     counts["memories"] = forgotten
     for conv in conversations:  # the hot log holds message text too
         await state.events.forget(conv.id)
-    counts["export_files"] = await _delete_exports(state.storage, {c.id for c in conversations})
+    counts["export_files"] = await _delete_exports(
+        state.storage, principal.tenant_id, {c.id for c in conversations}
+    )
     log.info("user_forgotten", tenant_id=principal.tenant_id, **counts)
     return JSONResponse({"deleted": counts})
 

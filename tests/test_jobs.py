@@ -26,7 +26,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from agents.jobs import EXPORT_KIND, job_event_hook, register_conversation_jobs
+from agents.jobs import EXPORT_KIND, export_key, job_event_hook, register_conversation_jobs
 from agents.personas import create_persona
 from media.jobs import (
     InProcessJobRunner,
@@ -780,11 +780,11 @@ async def test_export_writes_every_message_and_reports_in_the_conversation_log(
     status = await system.wait_for_log(events, conv_id, job_id)
     assert status.state == "done", status.error
     assert status.result is not None
-    assert status.result["key"] == f"exports/{job_id}.json"
+    assert status.result["key"] == export_key(TENANT, conv_id, job_id)
     assert status.result["mime"] == "application/json"
     assert status.result["messages"] == 450
 
-    stored = await storage.open(f"exports/{job_id}.json")
+    stored = await storage.open(export_key(TENANT, conv_id, job_id))
     assert stored is not None
     data, mime = stored
     assert mime == "application/json"
@@ -816,6 +816,39 @@ async def test_export_writes_every_message_and_reports_in_the_conversation_log(
     assert conv is not None and conv.last_seq == log[-1]["seq"]
 
 
+class ForgetWhileWriting(LocalMediaStorage):
+    """Storage whose first write lets the person be forgotten just before it lands."""
+
+    def __init__(self, root: Path, forget: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(root)
+        self.forget = forget
+
+    async def put(self, key: str, data: bytes, mime: str) -> str:
+        await self.forget()
+        return await super().put(key, data, mime)
+
+
+async def test_an_export_racing_a_forget_leaves_no_file(
+    system: JobSystem, store: Store, tmp_path: Path
+) -> None:
+    conv_id, _ = await make_conversation(store, 5, user="racer")
+    person = await store.find_user(TENANT, "racer")
+    assert person is not None
+
+    async def forget() -> None:
+        await store.delete_user(TENANT, person.id)
+
+    events = InProcessEventLog()
+    storage = ForgetWhileWriting(tmp_path / "media", forget)
+    system.setups.append(lambda runner: register_conversation_jobs(runner, store, events, storage))
+    await system.start(hook=job_event_hook(events, store))
+    job_id = await system.enqueue(EXPORT_KIND, {"tenant_id": TENANT, "conversation_id": conv_id})
+    status = await system.wait(job_id)
+    assert status.state == "failed"
+    assert status.error == "the conversation was deleted during the export"
+    assert await storage.list_keys("exports") == []
+
+
 async def test_export_of_an_empty_conversation(
     export_setup: tuple[JobSystem, InProcessEventLog, LocalMediaStorage], store: Store
 ) -> None:
@@ -824,7 +857,7 @@ async def test_export_of_an_empty_conversation(
     job_id = await system.enqueue(EXPORT_KIND, {"tenant_id": TENANT, "conversation_id": conv_id})
     status = await system.wait_for_log(events, conv_id, job_id)
     assert status.state == "done" and status.result and status.result["messages"] == 0
-    stored = await storage.open(f"exports/{job_id}.json")
+    stored = await storage.open(export_key(TENANT, conv_id, job_id))
     assert stored is not None and json.loads(stored[0])["messages"] == []
 
 
@@ -837,7 +870,7 @@ async def test_export_of_another_tenants_conversation_fails_with_an_error_event(
     status = await system.wait(job_id)
     assert status.state == "failed"
     assert status.error == f"no conversation {conv_id!r}"
-    assert await storage.open(f"exports/{job_id}.json") is None
+    assert await storage.list_keys("exports") == []
     log = await events.replay(conv_id, 0)
     assert log[-1]["type"] == "error"
     assert log[-1]["code"] == "job_failed" and log[-1]["job_id"] == job_id
@@ -883,7 +916,9 @@ async def test_salon_worker_runs_an_export_into_the_redis_event_log(
             assert time.monotonic() < deadline and proc.poll() is None, log_path.read_text()
             await asyncio.sleep(0.05)
         assert s.state == "done", (s, log_path.read_text())
-        exported = json.loads((data_dir / "media" / "exports" / f"{job_id}.json").read_bytes())
+        exported = json.loads(
+            (data_dir / "media" / export_key(TENANT, conv_id, job_id)).read_bytes()
+        )
         assert [m["content"] for m in exported["messages"]] == [f"message {i}" for i in range(7)]
         while not (logged := await events.replay(conv_id, 0)) or logged[-1]["type"] != "media.done":
             assert time.monotonic() < deadline, logged

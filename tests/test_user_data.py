@@ -123,17 +123,28 @@ async def test_forgetting_a_person_removes_their_export_files(
     my_jobs = [await _export_job(server, mine), await _export_job(server, mine)]
     their_job = await _export_job(server, theirs)
     exports = server.data_dir / "media" / "exports"
-    assert all((exports / f"{j}.json").exists() for j in [*my_jobs, their_job])
+
+    def exported(job: str) -> bool:
+        return any(exports.rglob(f"{job}.json"))
+
+    # One folder per conversation: exports/<tenant>/<conversation>/<job>.json
+    assert all(p.parent.name == mine for j in my_jobs for p in exports.rglob(f"{j}.json"))
+    assert all(exported(j) for j in [*my_jobs, their_job])
+    # A file written by an older version, named by job id in exports/ itself
+    legacy = exports / "job_legacy.json"
+    legacy.write_text(
+        json.dumps({"format": "x", "version": 1, "exported_at": "t", "conversation_id": mine})
+    )
 
     r = httpx.delete(f"{server.url}/v1/users/exported-leaver/data", headers=server.auth)
     assert r.status_code == 200, r.text
-    assert r.json()["deleted"]["export_files"] == 2
-    assert not any((exports / f"{j}.json").exists() for j in my_jobs)
+    assert r.json()["deleted"]["export_files"] == 3
+    assert not any(exported(j) for j in my_jobs) and not legacy.exists()
     for job in my_jobs:  # the job record remains; its file is gone
         r = httpx.get(f"{server.url}/v1/jobs/{job}/result", headers=server.auth)
         assert r.status_code == 410 and r.json()["error"]["code"] == "result_gone", r.text
     # someone else's export stays, and is still served
-    assert (exports / f"{their_job}.json").exists()
+    assert exported(their_job)
     r = httpx.get(f"{server.url}/v1/jobs/{their_job}/result", headers=server.auth)
     assert r.status_code == 200 and r.json()["conversation_id"] == theirs
 
