@@ -17,6 +17,7 @@ from starlette.routing import Route, WebSocketRoute
 from agents.llm.base import LLMProvider
 from server import (
     analytics_api,
+    audio_api,
     feeds_api,
     http_api,
     jobs_api,
@@ -102,6 +103,7 @@ def create_app(
         *analytics_api.routes,
         *moderation_api.routes,
         *feeds_api.routes,
+        *audio_api.routes,
         *openai_api.routes,
         *docs_routes,
         WebSocketRoute("/v1/ws", websocket_endpoint),
