@@ -32,30 +32,62 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
     data_dir: DataDir = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Server processes on this port (default 1; SALON_WORKERS). More than one "
+            "needs SALON_REDIS_URL and SALON_DATABASE_URL: each process is a replica."
+        ),
+    ] = None,
 ) -> None:
     """Run the server (migrates the database on start)."""
+
     import uvicorn
 
     from server.app import create_app
     from server.logging import configure_logging
 
-    settings = _settings(host=host, port=port, data_dir=data_dir)
+    settings = _settings(host=host, port=port, data_dir=data_dir, workers=workers)
     configure_logging(settings.log_level, settings.log_format)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        ws="websockets-sansio",
-        ws_max_size=settings.max_frame_bytes,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
-        timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
-        access_log=False,
-        log_config=None,
-        log_level=settings.log_level,
-        proxy_headers=True,
-        server_header=False,
-    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "ws": "websockets-sansio",
+        "ws_max_size": settings.max_frame_bytes,
+        "ws_ping_interval": 20.0,
+        "ws_ping_timeout": 20.0,
+        "timeout_graceful_shutdown": int(settings.graceful_shutdown_seconds),
+        "access_log": False,
+        "log_config": None,
+        "log_level": settings.log_level,
+        "proxy_headers": True,
+        "server_header": False,
+    }
+    if settings.workers > 1:
+        # One event loop is one core: more processes use more cores. They share
+        # nothing in-process, so each must be a full replica on Postgres and Redis.
+        if not (settings.redis_url and settings.database_url):
+            typer.echo(
+                "salon serve: --workers above 1 needs SALON_REDIS_URL and SALON_DATABASE_URL "
+                "(the embedded SQLite and in-process state belong to one process)",
+                err=True,
+            )
+            raise typer.Exit(2)
+        # Worker processes build the app from the environment: pass the overrides on.
+        os.environ.update(
+            {
+                k: str(v)
+                for k, v in {
+                    "SALON_HOST": host,
+                    "SALON_PORT": port,
+                    "SALON_DATA_DIR": data_dir,
+                }.items()
+                if v is not None
+            }
+        )
+        uvicorn.run("server.app:create_app", factory=True, workers=settings.workers, **options)
+        return
+    uvicorn.run(create_app(settings), **options)
 
 
 @app.command()

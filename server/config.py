@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     # -- server
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = 1  # server processes (replicas) on this port; >1 needs Redis + Postgres
     log_level: str = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     graceful_shutdown_seconds: float = 10.0

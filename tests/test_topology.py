@@ -312,3 +312,58 @@ async def test_a_worker_job_reports_progress_to_a_socket_on_a_replica(topology: 
     contents = [m["content"] for m in export.json()["messages"] if m["role"] == "user"]
     assert contents == ["note 0", "note 1", "note 2"]
     await c.close()
+
+
+async def test_serve_workers_are_replicas_on_one_port(
+    fake_llm: FakeOpenAI, postgres_url: str, redis_private: RedisServer, tmp_path: Path
+) -> None:
+    """`salon serve --workers 2` (SALON_WORKERS): two processes accept on one port, each
+    a replica with its own id, and a conversation started on one resumes on the other."""
+    env = server_env(
+        tmp_path / "workers",
+        fake_llm,
+        SALON_DATABASE_URL=postgres_url,
+        SALON_REDIS_URL=redis_private.url,
+        SALON_WORKERS="2",
+    )
+    srv = ServerProcess(tmp_path / "workers", env).start()
+    try:
+        persona = srv.create_persona(name="Twin")
+        seen: dict[str, Client] = {}
+        for _ in range(60):  # the kernel spreads connections over the processes
+            ws = await websockets.connect(srv.ws_url, additional_headers=srv.auth, open_timeout=10)
+            replica = ws.response.headers["x-salon-replica"]
+            if replica in seen or len(seen) == 2:
+                await ws.close()
+            else:
+                seen[replica] = Client(ws)
+            if len(seen) == 2:
+                break
+        assert len(seen) == 2, "one process took every connection"
+        first, second = seen.values()
+        ready = await first.start(persona["id"], user="twin")
+        await first.send({"type": "message.create", "id": "m1", "text": "hello"})
+        done = await first.until("response.done", timeout=20)
+        resumed = await second.start(
+            persona["id"], user="twin", conversation_id=ready["conversation_id"], resume_after=0
+        )
+        assert resumed["conversation_id"] == ready["conversation_id"]
+        replayed = await second.until("response.done", timeout=20)
+        assert replayed["seq"] == done["seq"] and replayed["text"] == done["text"]
+        for client in seen.values():
+            await client.close()
+    finally:
+        assert srv.stop() == 0, srv.log()[-2000:]
+
+
+def test_serve_workers_need_redis_and_postgres(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
+    env = server_env(tmp_path / "solo", fake_llm, SALON_WORKERS="2")
+    done = subprocess.run(
+        [SALON_BIN, "serve", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "needs SALON_REDIS_URL and SALON_DATABASE_URL" in done.stderr
