@@ -28,6 +28,7 @@ from agents import telemetry
 from agents.llm.base import GenerationParams, LLMProvider
 from agents.prompt import HistoryItem, assemble
 from agents.recovery import active_key, end_orphan, recover_interrupted, reply_lock
+from agents.reply_lock import ACTIVE_TTL_FACTOR, keep_lock, owns
 from agents.sessions import (
     ConversationHooks,
     Recall,
@@ -45,9 +46,6 @@ from memory.store import Store
 
 log = structlog.get_logger(__name__)
 
-# The active-reply record outlives a dead owner's lock by this factor, so other
-# replicas can still find and end the reply, but not forever.
-ACTIVE_TTL_FACTOR = 6
 # A context hook (current topics, ...) that takes longer adds nothing to the reply.
 CONTEXT_TIMEOUT = 1.0
 
@@ -223,6 +221,12 @@ class ConversationService:
                 f"text is longer than {self.settings.max_message_chars} characters",
             )
         conv = session.conversation
+        moderation = self.hooks.moderation  # agents/moderation: may mask or refuse the text
+        verdict = await moderation.check_input(session, text) if moderation else None
+        if verdict is not None:
+            if verdict.blocked:  # not stored: the client gets the error with its id
+                raise ConversationError(verdict.code, verdict.message)
+            text = verdict.text
         message, created = await self.store.add_message(
             conv.tenant_id, conv.id, role="user", content=text, client_id=client_id
         )
@@ -257,6 +261,8 @@ class ConversationService:
         runner.pending.append(_Pending(message, params, instructions))
         if runner.task is None:
             runner.task = asyncio.create_task(self._run(conv.id), name=f"replies:{conv.id}")
+        if created and verdict is not None and verdict.hits:
+            await moderation.input_stored(session, verdict, message)
         self._after_message(session, message)
         return message, True
 
@@ -418,7 +424,7 @@ class ConversationService:
             await self._recover(conv)
             await asyncio.sleep(0.05)
         runner.lock_token = token
-        refresher = asyncio.create_task(self._keep_lock(runner, lock, token, ttl))
+        refresher = asyncio.create_task(keep_lock(self.hot, runner, lock, token, ttl))
         try:
             # We hold the lock; an active record left now belongs to a replica that
             # died (it lost the lock): end that reply before starting ours.
@@ -427,7 +433,7 @@ class ConversationService:
         finally:
             refresher.cancel()
             runner.lock_token = None
-            if await self._owns(lock, token, ttl):
+            if await owns(self.hot, lock, token, ttl):
                 with contextlib.suppress(Exception):
                     await self.hot.delete(active_key(conv.id))
                 with contextlib.suppress(Exception):
@@ -442,45 +448,6 @@ class ConversationService:
             except Exception as exc:
                 log.warning("context_hook_failed", error=repr(exc))
         return blocks
-
-    async def _owns(self, lock: str, token: str, ttl: float) -> bool:
-        """Still ours? (Unknown because the hot state is down counts as ours.)"""
-        try:
-            return await self.hot.refresh_lock(lock, token, ttl)
-        except Exception:
-            return True
-
-    async def _keep_lock(self, runner: _Runner, lock: str, token: str, ttl: float) -> None:
-        """Refresh the lock and the active record; stop the reply if the lock was lost."""
-        conv_id = runner.session.conversation.id
-        while True:
-            await asyncio.sleep(ttl / 3)
-            try:
-                owned = await self.hot.refresh_lock(lock, token, ttl)
-                if owned and runner.active is not None:
-                    await self.hot.put(
-                        active_key(conv_id), runner.active, ttl_seconds=ACTIVE_TTL_FACTOR * ttl
-                    )
-                cancel = await self.hot.get(f"cancel:{conv_id}") if owned else None
-            except Exception as exc:
-                log.warning("reply_lock_refresh_failed", lock=lock, error=repr(exc))
-                continue
-            turn = runner.turn
-            if not owned:
-                # Another replica may already have ended this reply as interrupted:
-                # stop, and finish() will neither store nor emit anything.
-                log.warning("reply_lock_lost", lock=lock)
-                if turn is not None:
-                    turn.cancel("lock_lost")
-                return
-            if (
-                cancel is not None
-                and turn is not None
-                and cancel.get("response_id") == turn.response_id
-            ):
-                turn.cancel(str(cancel.get("reason") or "cancelled"))
-                with contextlib.suppress(Exception):
-                    await self.hot.delete(f"cancel:{conv_id}")
 
     async def _reply(self, runner: _Runner, batch: list[_Pending]) -> TurnResult:
         session = runner.session
@@ -502,6 +469,9 @@ class ConversationService:
             if self.summaries
             else asyncio.sleep(0, None),
         )
+        moderation = self.hooks.moderation
+        if moderation is not None:  # memories that read like instructions never reach the prompt
+            memories = await moderation.filter_memories(session, memories)
         context = await self._context(session, batch[-1].message.content)
         # Turns the summary covers are in it: the prompt starts after them.
         items = uncovered([HistoryItem(m.role, m.content, m.id) for m in history], summary)
@@ -529,6 +499,7 @@ class ConversationService:
             params=params,
             coalesce_seconds=self.settings.coalesce_seconds,
             created_fields={"reply_to": [p.message.id for p in batch]},
+            moderate=await moderation.output_filter(session) if moderation else None,
         )
         runner.turn = turn
         runner.preparing = False
@@ -551,7 +522,7 @@ class ConversationService:
 
         async def finish(result: TurnResult) -> str | None:
             token = runner.lock_token
-            if token is not None and not await self._owns(reply_lock(conv.id), token, ttl):
+            if token is not None and not await owns(self.hot, reply_lock(conv.id), token, ttl):
                 return None  # taken over: another replica ended this reply
             # The reply is stored before its final event is sent, so a client
             # that sees response.done can always find the message in history.
@@ -567,6 +538,8 @@ class ConversationService:
                 )
                 telemetry.MESSAGES.labels("assistant", conv.channel).inc()
                 self._after_message(session, stored)
+            if turn.moderate is not None:  # flags, and a notice when the reply was masked
+                await moderation.reply_finished(session, turn.moderate, result, message_id)
             # Gone before the final event is sent: a client that has seen the
             # final event never finds this reply "still active".
             await self.hot.delete(active_key(conv.id))

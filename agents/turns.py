@@ -19,7 +19,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -48,6 +48,19 @@ Finish = Callable[[TurnResult], Awaitable[str | None]]
 _END = object()
 
 
+class OutputModerator(Protocol):
+    """Filters a reply as it streams (agents/moderation/stream.py): ``feed`` returns
+    what may be shown now; ``blocked`` is an error code once the reply must stop."""
+
+    blocked: str | None
+
+    def feed(self, delta: str) -> str: ...
+
+    async def end(self) -> str: ...
+
+    def drain(self) -> str: ...
+
+
 class Turn:
     """One reply being generated; :meth:`cancel` stops it (barge-in, shutdown)."""
 
@@ -60,6 +73,7 @@ class Turn:
         params: GenerationParams,
         coalesce_seconds: float = 0.015,
         created_fields: dict[str, Any] | None = None,
+        moderate: OutputModerator | None = None,
     ) -> None:
         self.provider = provider
         self.response_id = response_id
@@ -67,6 +81,7 @@ class Turn:
         self.params = params
         self.coalesce_seconds = coalesce_seconds
         self.created_fields = created_fields or {}
+        self.moderate = moderate
         self._cancel = asyncio.Event()
         self.cancel_reason: str | None = None
 
@@ -90,11 +105,18 @@ class Turn:
         first_at: float | None = None
         provider = self.provider.name
         getter: asyncio.Task[object] | None = None
+        moderate = self.moderate  # None: no per-delta cost at all
 
         async def flush() -> None:
             if buffer:
                 delta = "".join(buffer)
                 buffer.clear()
+                if moderate is not None:
+                    delta = moderate.feed(delta)  # held back, masked, or blocked
+                    if moderate.blocked is not None:
+                        self.cancel(moderate.blocked)
+                    if not delta:
+                        return
                 text.append(delta)
                 await emit({"type": "response.text.delta", "response_id": rid, "delta": delta})
 
@@ -142,6 +164,20 @@ class Turn:
                 flush_at = None
             if error is None and not self._cancel.is_set():
                 await flush()
+                if moderate is not None:
+                    tail = await moderate.end()  # the held-back rest, end-of-reply checks
+                    if moderate.blocked is not None:
+                        self.cancel(moderate.blocked)
+                    elif tail:
+                        text.append(tail)
+                        await emit(
+                            {"type": "response.text.delta", "response_id": rid, "delta": tail}
+                        )
+            elif error is not None and moderate is not None:
+                tail = moderate.drain()  # what was held back when the provider failed
+                if tail:
+                    text.append(tail)
+                    await emit({"type": "response.text.delta", "response_id": rid, "delta": tail})
         finally:
             for task in (producer, cancel_wait, getter):
                 if task is not None:
@@ -150,7 +186,10 @@ class Turn:
                 await producer
         telemetry.TOKENS.labels(provider).inc(pieces)
         telemetry.RESPONSE_TIME.labels(provider).observe(time.perf_counter() - started)
-        reply = "".join(text)
+        # A reply stopped by moderation is retracted: not stored, and the error
+        # tells clients to drop what they showed.
+        blocked = moderate is not None and moderate.blocked is not None
+        reply = "" if blocked else "".join(text)
         if error is not None:
             result = TurnResult(rid, reply, "error", error.code, str(error), pieces)
         elif self._cancel.is_set() and (self.cancel_reason or "cancelled") != "cancelled":
@@ -212,6 +251,8 @@ class Turn:
 _REASONS = {
     "shutdown": "the server is shutting down; the reply was interrupted",
     "taken_over": "an operator took over the conversation",
+    "moderation_blocked": "the reply was stopped by moderation and withdrawn",
+    "moderation_unavailable": "the reply could not be checked by moderation and was withdrawn",
 }
 
 

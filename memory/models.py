@@ -236,3 +236,78 @@ class Memory(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # The fact the item states (a ``key:<k>`` source reference without the prefix).
     supersede_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+# -- analysis (docs/analysis.md) ------------------------------------------------
+
+# Plutchik's eight basic emotions, in the order the API lists them.
+PLUTCHIK_EMOTIONS = (
+    "joy",
+    "trust",
+    "fear",
+    "surprise",
+    "sadness",
+    "disgust",
+    "anger",
+    "anticipation",
+)
+# The key of an aggregate row that covers every persona, user or channel.
+ANY = "*"
+
+
+class MessageAnalysis(Base):
+    """Sentiment, emotions and language of one stored message (migration 0005).
+
+    Written once per message by the ``analysis.message`` job; deleted with its
+    message (and so when a user is forgotten).
+    """
+
+    __tablename__ = "message_analyses"
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    compound: Mapped[float] = mapped_column(Float)
+    pos: Mapped[float] = mapped_column(Float)
+    neu: Mapped[float] = mapped_column(Float)
+    neg: Mapped[float] = mapped_column(Float)
+    emotions: Mapped[dict[str, float]] = mapped_column(JSON)
+    language: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # Which analyzer produced it (``lexicon``, ``transformers:<model>``, ...).
+    analyzer: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AnalysisBucket(Base):
+    """Running sums of the analyses of one time bucket, for one slice of a tenant.
+
+    A slice is a persona, a user and a channel, each either one value or
+    :data:`ANY`; every analysis adds itself to the 8 slices it belongs to, for
+    hour and day buckets, so any combination of filters is one range read of
+    the primary key instead of a scan of messages (memory/analysis_store.py).
+    """
+
+    __tablename__ = "analysis_buckets"
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    granularity: Mapped[str] = mapped_column(String(8), primary_key=True)  # hour | day
+    persona_key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    channel_key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    sum_compound: Mapped[float] = mapped_column(Float, default=0.0)
+    sum_pos: Mapped[float] = mapped_column(Float, default=0.0)
+    sum_neu: Mapped[float] = mapped_column(Float, default=0.0)
+    sum_neg: Mapped[float] = mapped_column(Float, default=0.0)
+    sum_joy: Mapped[float] = mapped_column(Float, default=0.0)
+    sum_trust: Mapped[float] = mapped_column(Float, default=0.0)
+    sum_fear: Mapped[float] = mapped_column(Float, default=0.0)
+    sum_surprise: Mapped[float] = mapped_column(Float, default=0.0)
+    sum_sadness: Mapped[float] = mapped_column(Float, default=0.0)
+    sum_disgust: Mapped[float] = mapped_column(Float, default=0.0)
+    sum_anger: Mapped[float] = mapped_column(Float, default=0.0)
+    sum_anticipation: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

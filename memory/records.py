@@ -76,3 +76,53 @@ class MessageRecord:
             "response_id": self.response_id,
             "created_at": self.created_at.isoformat(),
         }
+
+
+def _rounded(value: float) -> float:
+    return round(float(value), 4)
+
+
+@dataclass(frozen=True)
+class AnalysisRecord:
+    """The stored analysis of one message (docs/analysis.md)."""
+
+    message_id: str
+    compound: float
+    pos: float
+    neu: float
+    neg: float
+    emotions: dict[str, float]
+    language: str | None
+    analyzer: str
+    created_at: datetime
+
+    def to_public(self) -> dict[str, Any]:
+        """The ``analysis`` object of a message in history and in ``message.analysis``."""
+        return {
+            "sentiment": {
+                "compound": _rounded(self.compound),
+                "pos": _rounded(self.pos),
+                "neu": _rounded(self.neu),
+                "neg": _rounded(self.neg),
+            },
+            "emotions": {name: _rounded(score) for name, score in self.emotions.items()},
+            "language": self.language,
+        }
+
+
+@dataclass(frozen=True)
+class AnalysisBucketRecord:
+    """Averages over the analyses of one time bucket (a point of an analytics series)."""
+
+    start: datetime
+    count: int
+    sentiment: dict[str, float]
+    emotions: dict[str, float]
+
+    def to_public(self, *, sentiment: bool = True, emotions: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {"start": self.start.isoformat(), "count": self.count}
+        if sentiment:
+            out["sentiment"] = {k: _rounded(v) for k, v in self.sentiment.items()}
+        if emotions:
+            out["emotions"] = {k: _rounded(v) for k, v in self.emotions.items()}
+        return out

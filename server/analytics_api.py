@@ -1,7 +1,161 @@
-"""HTTP routes of the analytics part (see server/extensions.py)."""
+"""``/v1/analytics``: sentiment and emotions over time (docs/analysis.md).
+
+``GET /v1/analytics/sentiment`` and ``GET /v1/analytics/emotions`` return a
+series of hour or day buckets for the tenant of the API key, optionally for
+one persona, one user and/or one channel, read from the incremental
+aggregates of memory/analysis_store.py (never from the messages). Tenant API
+keys only: a series over many people is an operator's view.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-routes: list[BaseRoute] = []
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from memory.analysis_store import GRANULARITIES, Granularity, bucket_start, bucket_width
+from memory.records import AnalysisBucketRecord
+from server.http_util import HTTPError, require_principal, state_of
+
+ROLES = {"user": ("user",), "assistant": ("assistant",), "all": ("user", "assistant")}
+# Default span of a series when ``from`` is not given.
+DEFAULT_SPAN = {"hour": timedelta(hours=48), "day": timedelta(days=30)}
+MAX_BUCKETS = 2000
+
+
+def _analysis_service(request: Request) -> Any:
+    service = state_of(request).extensions.analysis
+    if service is None:
+        raise HTTPError(404, "analysis_disabled", "analysis is disabled (SALON_ANALYSIS_ENABLED)")
+    return service
+
+
+def _time(value: str | None, name: str) -> datetime | None:
+    if value is None or value == "":
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace(" ", "+"))  # a '+' that was not %2B
+    except ValueError as exc:
+        raise HTTPError(
+            400, "invalid_request", f"'{name}' must be an ISO 8601 date or time"
+        ) from exc
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+async def _query(request: Request) -> tuple[dict[str, Any], list[AnalysisBucketRecord]]:
+    principal = await require_principal(request, api_key_only=True)
+    service = _analysis_service(request)
+    store = state_of(request).store
+    q = request.query_params
+    granularity = q.get("bucket", "day")
+    if granularity not in GRANULARITIES:
+        raise HTTPError(400, "invalid_request", "bucket must be 'hour' or 'day'")
+    bucket: Granularity = "hour" if granularity == "hour" else "day"
+    role = q.get("role", "user")
+    if role not in ROLES:
+        raise HTTPError(400, "invalid_request", "role must be 'user', 'assistant' or 'all'")
+    end = _time(q.get("to"), "to") or datetime.now(UTC)
+    start = _time(q.get("from"), "from") or end - DEFAULT_SPAN[bucket]
+    if start >= end:
+        raise HTTPError(400, "invalid_request", "'from' must be before 'to'")
+    if (end - bucket_start(start, bucket)) / bucket_width(bucket) > MAX_BUCKETS:
+        raise HTTPError(
+            400, "invalid_request", f"at most {MAX_BUCKETS} buckets per request; narrow from/to"
+        )
+    persona_id = user_id = None
+    if persona := q.get("persona"):
+        record = await store.get_persona(principal.tenant_id, persona)
+        if record is None:
+            raise HTTPError(404, "unknown_persona", f"no persona {persona!r}")
+        persona_id = record.id
+    if user := q.get("user"):
+        found = await store.find_user(principal.tenant_id, user)
+        if found is None:
+            raise HTTPError(404, "user_not_found", f"no user {user!r}")
+        user_id = found.id
+    channel = q.get("channel") or None
+    points = await service.analyses.series(
+        principal.tenant_id,
+        granularity=bucket,
+        start=start,
+        end=end,
+        persona_id=persona_id,
+        user_id=user_id,
+        channel=channel,
+        roles=ROLES[role],
+    )
+    head = {
+        "bucket": bucket,
+        "from": bucket_start(start, bucket).isoformat(),
+        "to": end.isoformat(),
+        "filters": {"persona": persona_id, "user": user, "channel": channel, "role": role},
+    }
+    return head, points
+
+
+def _summary(points: list[AnalysisBucketRecord]) -> AnalysisBucketRecord | None:
+    """The whole range as one bucket: averages weighted by each bucket's count."""
+    total = sum(p.count for p in points)
+    if not total:
+        return None
+
+    def mean(values: list[tuple[dict[str, float], int]]) -> dict[str, float]:
+        keys = values[0][0].keys()
+        return {k: sum(v[k] * n for v, n in values) / total for k in keys}
+
+    return AnalysisBucketRecord(
+        start=points[0].start,
+        count=total,
+        sentiment=mean([(p.sentiment, p.count) for p in points]),
+        emotions=mean([(p.emotions, p.count) for p in points]),
+    )
+
+
+def _respond(
+    head: dict[str, Any], points: list[AnalysisBucketRecord], *, sentiment: bool
+) -> JSONResponse:
+    summary = _summary(points)
+    overall = None
+    if summary is not None:
+        overall = summary.to_public(sentiment=sentiment, emotions=not sentiment)
+        overall.pop("start")
+    return JSONResponse(
+        {
+            **head,
+            "data": [p.to_public(sentiment=sentiment, emotions=not sentiment) for p in points],
+            "overall": overall,
+        }
+    )
+
+
+async def sentiment_series(request: Request) -> Response:
+    """Average VADER-style sentiment per bucket: ``{start, count, sentiment}``."""
+    head, points = await _query(request)
+    return _respond(head, points, sentiment=True)
+
+
+async def emotion_series(request: Request) -> Response:
+    """Average Plutchik emotion scores per bucket: ``{start, count, emotions}``."""
+    head, points = await _query(request)
+    return _respond(head, points, sentiment=False)
+
+
+async def message_analysis(request: Request) -> Response:
+    """The analysis of one message (404 until it is ready)."""
+    principal = await require_principal(request, api_key_only=True)
+    service = _analysis_service(request)
+    message_id = request.path_params["message_id"]
+    record = await service.analyses.get(principal.tenant_id, message_id)
+    if record is None:
+        raise HTTPError(404, "analysis_not_found", f"no analysis of message {message_id!r}")
+    return JSONResponse({"message_id": message_id, "analysis": record.to_public()})
+
+
+routes: list[BaseRoute] = [
+    Route("/v1/analytics/sentiment", sentiment_series, methods=["GET"]),
+    Route("/v1/analytics/emotions", emotion_series, methods=["GET"]),
+    Route("/v1/analytics/messages/{message_id}", message_analysis, methods=["GET"]),
+]

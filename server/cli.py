@@ -153,6 +153,9 @@ def worker() -> None:
             grace_seconds=settings.graceful_shutdown_seconds,
         )
         register_conversation_jobs(runner, store, events, LocalMediaStorage(Path(media_dir)))
+        from agents.analysis import register_analysis_jobs
+
+        register_analysis_jobs(runner, store, events)
         from agents.memory import register_memory_jobs
         from server.state import build_memory
 

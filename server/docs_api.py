@@ -148,6 +148,60 @@ OPENAPI: dict[str, Any] = {
             )
         },
         "/v1/models": {"get": _op("Personas as OpenAI models")},
+        "/v1/analytics/sentiment": {
+            "get": _op(
+                "Average sentiment per hour/day bucket (API key; persona, user, channel, role, bucket, from, to)"
+            )
+        },
+        "/v1/analytics/emotions": {
+            "get": _op("Average Plutchik emotions per hour/day bucket (API key; same filters)")
+        },
+        "/v1/analytics/messages/{message_id}": {
+            "parameters": [_id_param("message_id")],
+            "get": _op("One message's analysis (API key)"),
+        },
+        "/v1/moderation/policy": {
+            "get": _op("The tenant's moderation policy (API key)"),
+            "put": _op("Replace the tenant's moderation policy (API key)", body='{"input": {}}'),
+        },
+        "/v1/flags": {
+            "get": _op("Moderation flags to review (API key; status, persona, user, cursor)")
+        },
+        "/v1/flags/{flag_id}": {
+            "parameters": [_id_param("flag_id")],
+            "get": _op("One flag (API key)"),
+            "patch": _op("Resolve a flag (API key)", body='{"status": "reviewed"}'),
+        },
+        "/v1/feeds": {
+            "get": _op("RSS/Atom feeds and their status (API key)"),
+            "post": _op(
+                "Follow a feed for a persona (API key)",
+                body='{"persona": "ada", "url": "https://example.com/feed.xml"}',
+            ),
+        },
+        "/v1/feeds/topics": {"get": _op("Trending topics of a persona's feeds (API key; persona)")},
+        "/v1/feeds/{feed_id}": {
+            "parameters": [_id_param("feed_id")],
+            "get": _op("One feed (API key)"),
+            "delete": _op("Stop following a feed (API key)", ok="204"),
+        },
+        "/v1/feeds/{feed_id}/refresh": {
+            "parameters": [_id_param("feed_id")],
+            "post": _op("Fetch the feed now (API key)"),
+        },
+        "/v1/feeds/{feed_id}/items": {
+            "parameters": [_id_param("feed_id")],
+            "get": _op("A feed's items with keyphrases and sentiment (API key)"),
+        },
+        "/v1/audio/speech": {
+            "post": _op(
+                "OpenAI-compatible speech synthesis",
+                body='{"model": "tts", "input": "Hello!", "voice": "default", "response_format": "wav"}',
+            )
+        },
+        "/v1/audio/transcriptions": {
+            "post": _op("OpenAI-compatible transcription (multipart file)")
+        },
     },
 }
 

@@ -222,12 +222,17 @@ async def conversation_messages(request: Request) -> Response:
     messages = await state.store.list_messages(
         principal.tenant_id, cid, limit=limit, before=request.query_params.get("before")
     )
+    data = [m.to_public() for m in messages]
+    if state.extensions.analysis is not None:  # each message's ``analysis`` (docs/analysis.md)
+        data = await state.extensions.analysis.attach(principal.tenant_id, data)
+    else:
+        data = [{**m, "analysis": None} for m in data]
     return JSONResponse(
         {
             "conversation_id": cid,
             "persona_id": conv.persona_id,
             "last_seq": max(conv.last_seq, await state.events.latest_seq(cid)),
-            "data": [m.to_public() for m in messages],
+            "data": data,
         }
     )
 

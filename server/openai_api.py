@@ -143,7 +143,9 @@ async def chat_completions(request: Request) -> Response:
             instructions=system,
         )
     except ConversationError as exc:
-        status = {"unknown_persona": 404, "shutdown": 503}.get(exc.code, 400)
+        status = {"unknown_persona": 404, "shutdown": 503, "moderation_unavailable": 503}.get(
+            exc.code, 400
+        )
         return _openai_error(status, str(exc), exc.code)
 
     completion_id = "chatcmpl-" + message.id

@@ -122,6 +122,8 @@ async def forget_user(request: Request) -> Response:
     forgotten = 0
     if state.memory is not None:  # memories, with their embeddings
         forgotten = await state.memory.memories.delete_for_user(principal.tenant_id, user.id)
+    if state.extensions.analysis is not None:  # per-user analytics buckets
+        await state.extensions.analysis.analyses.forget_user(principal.tenant_id, user.id)
     counts = await state.store.delete_user(principal.tenant_id, user.id)
     counts["memories"] = forgotten
     for conv in conversations:  # the hot log holds message text too

@@ -117,6 +117,8 @@ def server_env(data_dir: Path, fake: FakeOpenAI, **overrides: str) -> dict[str, 
         # Rules, so the fake LLM sees only chat requests (tests count and inspect
         # them); tests/test_memory_e2e.py runs LLM extraction end to end.
         SALON_MEMORY_EXTRACTOR="rules",
+        # No test server polls feeds unless its test asks (tests/test_feeds_api.py).
+        SALON_FEEDS_POLL="false",
     )
     env.update(overrides)
     return env

@@ -748,3 +748,19 @@ def test_session_token_reads_only_its_own_users_history(
     assert [m["role"] for m in mine.json()["data"]] == ["user", "assistant"]
     theirs = _get(server, f"/v1/conversations/{conv}/messages", headers=token_for("someone"))
     assert theirs.status_code == 404 and "hi" not in theirs.text
+
+
+def test_every_http_route_is_in_the_openapi_document() -> None:
+    """No route without a description: new parts (analytics, flags, feeds, audio) too."""
+    from starlette.routing import Route
+
+    from server.app import create_app
+    from server.docs_api import OPENAPI
+
+    paths = {
+        route.path
+        for route in create_app().routes
+        if isinstance(route, Route) and route.path.startswith("/v1/")
+    }
+    assert paths, "no routes found"
+    assert sorted(paths - set(OPENAPI["paths"])) == []

@@ -39,6 +39,18 @@ TENANT_TABLES = (
     "conversations",
     "messages",
 )  # memories: test_memory_contract
+# Tables of later migrations with the same tenant policy (0003 memories, 0005
+# analysis, 0006 moderation, 0007 feeds).
+POLICY_TABLES = (
+    *TENANT_TABLES,
+    "memories",
+    "message_analyses",
+    "analysis_buckets",
+    "moderation_policies",
+    "moderation_flags",
+    "feeds",
+    "feed_items",
+)
 
 
 def _db(url: str) -> str:
@@ -269,7 +281,7 @@ async def test_downgrade_removes_row_security_and_upgrade_restores_it(
             "SELECT tablename FROM pg_policies ORDER BY 1", database=_db(postgres_url)
         )
 
-    assert [p[0] for p in _policies()] == sorted((*TENANT_TABLES, "memories"))
+    assert [p[0] for p in _policies()] == sorted(POLICY_TABLES)
     async with store.engine.begin() as conn:
         await conn.run_sync(_to("0001", up=False))
     assert _policies() == []
@@ -282,7 +294,7 @@ async def test_downgrade_removes_row_security_and_upgrade_restores_it(
     assert flags == [(False, False)]
     async with store.engine.begin() as conn:
         await conn.run_sync(_to("head", up=True))
-    assert [p[0] for p in _policies()] == sorted((*TENANT_TABLES, "memories"))
+    assert [p[0] for p in _policies()] == sorted(POLICY_TABLES)
 
 
 # -- bootstrap races ----------------------------------------------------------------

@@ -23,7 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from memory.db import create_engine, normalize_database_url
 from memory.migrate import alembic_config, current_revision, migrate
-from memory.models import Base
 from memory.records import (
     ConversationRecord,
     MessageRecord,
@@ -31,6 +30,7 @@ from memory.records import (
     TenantRecord,
     UserRecord,
 )
+from memory.schema import metadata
 from memory.store import Conflict, Store
 
 # -- backends -----------------------------------------------------------------
@@ -169,7 +169,7 @@ def _model_schema() -> dict[str, dict[str, Any]]:
     from sqlalchemy import ForeignKeyConstraint, UniqueConstraint
 
     out: dict[str, dict[str, Any]] = {}
-    for name, table in Base.metadata.tables.items():
+    for name, table in metadata.tables.items():
         uniques = {
             tuple(c.name for c in con.columns)
             for con in table.constraints

@@ -155,3 +155,151 @@ def _completion(body: dict[str, Any], text: str) -> dict[str, Any]:
             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
         ],
     }
+
+
+# -- moderations ---------------------------------------------------------------
+
+
+class FakeModeration(FakeOpenAI):
+    """The fake server, also answering ``POST /v1/moderations`` (OpenAI's wire format).
+
+    Markers in the input steer it: ``[toxic]`` is flagged (harassment, score
+    0.97), ``[borderline]`` is not flagged but scores 0.6 for harassment,
+    ``[modslow]`` answers after ``slow_seconds`` (a timeout), ``[mod500]``
+    fails with HTTP 500. Everything else is clean. Inputs are kept in
+    ``moderation_inputs``.
+    """
+
+    def __init__(self, token_delay: float = 0.0, slow_seconds: float = 10.0) -> None:
+        super().__init__(token_delay)
+        self.moderation_inputs: list[Any] = []
+        self.slow_seconds = slow_seconds
+        self.app.router.routes.append(Route("/v1/moderations", self._moderations, methods=["POST"]))
+
+    async def _moderations(self, request: Request) -> Response:
+        body = await request.json()
+        inputs = body.get("input")
+        texts = inputs if isinstance(inputs, list) else [inputs]
+        self.moderation_inputs.extend(texts)
+        joined = " ".join(str(t) for t in texts)
+        if "[mod500]" in joined:
+            return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, 500)
+        if "[modslow]" in joined:
+            await asyncio.sleep(self.slow_seconds)
+        return JSONResponse(
+            {
+                "id": "modr-fake",
+                "model": body.get("model") or "omni-moderation-latest",
+                "results": [_moderation(str(t)) for t in texts],
+            }
+        )
+
+
+_MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+
+
+def _moderation(text: str) -> dict[str, Any]:
+    toxic = "[toxic]" in text
+    scores = {name: 0.001 for name in _MODERATION_CATEGORIES}
+    if toxic:
+        scores["harassment"] = 0.97
+    elif "[borderline]" in text:
+        scores["harassment"] = 0.6
+    return {
+        "flagged": toxic,
+        "categories": {name: toxic and name == "harassment" for name in _MODERATION_CATEGORIES},
+        "category_scores": scores,
+        "category_applied_input_types": {name: ["text"] for name in _MODERATION_CATEGORIES},
+    }
+
+
+# -- audio (speech and transcriptions) -------------------------------------------
+
+
+class FakeOpenAIAudio(FakeOpenAI):
+    """The fake server, also answering OpenAI's audio endpoints (their wire format).
+
+    ``POST /v1/audio/speech`` (JSON: model, input, voice, response_format,
+    speed) streams a tone, 0.2 s per word: raw PCM16 24 kHz for ``pcm``, a
+    WAV file for ``wav``; ``[500]`` in the input fails. ``POST
+    /v1/audio/transcriptions`` (multipart: file, model, language, prompt)
+    answers ``{"text": transcript}``; ``transcript`` is settable. Requests
+    are kept in ``speech_requests`` and ``transcription_requests`` (with the
+    uploaded file's name and size). Needs python-multipart for the form.
+    """
+
+    def __init__(self, token_delay: float = 0.0) -> None:
+        super().__init__(token_delay)
+        self.speech_requests: list[dict[str, Any]] = []
+        self.transcription_requests: list[dict[str, Any]] = []
+        self.transcript = "hello from the fake transcriber"
+        self.app.router.routes.append(Route("/v1/audio/speech", self._speech, methods=["POST"]))
+        self.app.router.routes.append(
+            Route("/v1/audio/transcriptions", self._transcriptions, methods=["POST"])
+        )
+
+    async def _speech(self, request: Request) -> Response:
+        import io
+        import math
+        import struct
+        import wave
+
+        body = await request.json()
+        self.speech_requests.append(body)
+        text = body.get("input", "")
+        if "[500]" in text:
+            return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, 500)
+        rate = 24000
+        count = int(0.2 * max(1, len(text.split())) * rate)
+        pcm = b"".join(
+            struct.pack("<h", int(8000 * math.sin(2 * math.pi * 220 * i / rate)))
+            for i in range(count)
+        )
+        if body.get("response_format") == "wav":
+            out = io.BytesIO()
+            with wave.open(out, "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(rate)
+                w.writeframes(pcm)
+            return Response(out.getvalue(), media_type="audio/wav")
+
+        async def pieces() -> Any:
+            for start in range(0, len(pcm), 4801):
+                yield pcm[start : start + 4801]
+
+        return StreamingResponse(pieces(), media_type="audio/pcm")
+
+    async def _transcriptions(self, request: Request) -> Response:
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            return JSONResponse(
+                {"error": {"message": "file is required", "type": "invalid_request_error"}}, 400
+            )
+        data = await upload.read()
+        self.transcription_requests.append(
+            {
+                "filename": upload.filename,
+                "size": len(data),
+                "head": data[:4],
+                **{k: v for k, v in form.items() if isinstance(v, str)},
+            }
+        )
+        if form.get("response_format") == "text":
+            return Response(self.transcript, media_type="text/plain")
+        return JSONResponse({"text": self.transcript})

@@ -1,0 +1,19 @@
+"""The whole schema: every module that declares tables on :class:`memory.models.Base`.
+
+Most tables live in memory/models.py; the optional parts keep theirs beside
+their store (moderation, feeds). Code that needs every table (Alembic's
+metadata, the schema-vs-migrations test) imports ``metadata`` from here.
+"""
+
+from __future__ import annotations
+
+import memory.feeds_store
+import memory.moderation_store
+from memory.models import Base
+
+metadata = Base.metadata
+
+__all__ = ["metadata"]
+
+# Imported for their table declarations.
+_TABLE_MODULES = (memory.feeds_store, memory.moderation_store)
