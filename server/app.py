@@ -82,6 +82,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state = await build_state(settings, provider=provider)
         app.state.salon = state
+        await audio_api.voice_services(app).start()  # loads models only with SALON_VOICE_PRELOAD
         # What startup built lives as long as the process: out of the collector's
         # sight, full collections stay short (they pause every socket's events).
         gc.collect()
@@ -94,6 +95,7 @@ def create_app(
             maintenance.cancel()
             log.info("salon_stopping", open_connections=len(state.connections))
             await close_state(state)
+            await audio_api.close_voice(app)
 
     routes = [
         *http_api.routes,
