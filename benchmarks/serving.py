@@ -74,6 +74,10 @@ class Plan:
     tries: int = 3  # a window in which other processes used > noise_limit % is run again
     noise_limit: float = 15.0
     memory: bool = True  # the product default: recall and remember with local embeddings
+    # The product defaults too: per-message analysis (a background job per message)
+    # and moderation (PII masking holds the last word of a streamed reply back).
+    analysis: bool = True
+    moderation: bool = True
     coalesce_variant: bool = True  # (b) once more with the default SALON_DELTA_COALESCE_MS
 
 
@@ -367,6 +371,10 @@ class Mode:
         self.env: dict[str, str] = {"SALON_DELTA_COALESCE_MS": "0"}
         if not plan.memory:
             self.env["SALON_MEMORY_ENABLED"] = "false"
+        if not plan.analysis:
+            self.env["SALON_ANALYSIS_ENABLED"] = "false"
+        if not plan.moderation:
+            self.env["SALON_MODERATION_ENABLED"] = "false"
         self.fixtures: dict[str, float] = {}
         self.service_pids: Callable[[], dict[str, list[int]]] = dict
         self.users = 0
@@ -906,6 +914,16 @@ def main() -> None:
         default="on",
         help="long-term memory (recall + remember with local embeddings); on is the default",
     )
+    for name, what in (
+        ("analysis", "per-message sentiment/emotions/language (a background job per message)"),
+        (
+            "moderation",
+            "the moderation pipeline (PII masking holds back a streamed reply's last word)",
+        ),
+    ):
+        parser.add_argument(
+            f"--{name}", choices=["on", "off"], default="on", help=f"{what}; on is the default"
+        )
     parser.add_argument(
         "--tries",
         type=int,
@@ -936,7 +954,14 @@ def main() -> None:
         plan = Plan(**{**plan.__dict__, "idle_sessions": args.idle_sessions})
     if args.tries:
         plan = Plan(**{**plan.__dict__, "tries": args.tries})
-    plan = Plan(**{**plan.__dict__, "memory": args.memory == "on"})
+    plan = Plan(
+        **{
+            **plan.__dict__,
+            "memory": args.memory == "on",
+            "analysis": args.analysis == "on",
+            "moderation": args.moderation == "on",
+        }
+    )
     modes = ["embedded", "production"] if args.mode == "both" else [args.mode]
     started = time.monotonic()
     results: dict[str, Any] = {
