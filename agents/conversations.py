@@ -439,6 +439,15 @@ class ConversationService:
                 with contextlib.suppress(Exception):
                     await self.hot.release_lock(lock, token)
 
+    async def _memories(self, session: Session, query: str) -> list[str]:
+        """Recalled memories for the prompt; moderation drops those that read like instructions."""
+        if self.recall is None:
+            return []
+        memories = await self.recall(session, query)
+        if self.hooks.moderation is not None:
+            memories = await self.hooks.moderation.filter_memories(session, memories)
+        return memories
+
     async def _context(self, session: Session, query: str) -> list[str]:
         """Extra system-prompt blocks from the context hooks; one that fails adds nothing."""
         blocks: list[str] = []
@@ -456,23 +465,21 @@ class ConversationService:
             max_tokens=self.settings.max_reply_tokens, temperature=self.settings.temperature
         )
         instructions = next((p.instructions for p in reversed(batch) if p.instructions), None)
-        history = await self.store.list_messages(
-            conv.tenant_id, conv.id, limit=self.settings.history_messages
-        )
-        # Both are bounded by their own timeouts; together they cost the slower one.
-        no_memories: list[str] = []
-        memories, summary = await asyncio.gather(
-            self.recall(session, batch[-1].message.content)
-            if self.recall
-            else asyncio.sleep(0, no_memories),
+        query = batch[-1].message.content
+        # Independent reads, overlapped: the time before the first token is the
+        # slowest of them, not their sum (recall, summary and context hooks are
+        # each bounded by their own timeouts). `after` is read before the reply's
+        # first event, as resuming the active reply needs.
+        history, memories, summary, context, after = await asyncio.gather(
+            self.store.list_messages(conv.tenant_id, conv.id, limit=self.settings.history_messages),
+            self._memories(session, query),
             self.summaries.latest(conv.tenant_id, conv.persona_id, conv.user_id, conv.id)
             if self.summaries
             else asyncio.sleep(0, None),
+            self._context(session, query),
+            self.events.latest_seq(conv.id),
         )
         moderation = self.hooks.moderation
-        if moderation is not None:  # memories that read like instructions never reach the prompt
-            memories = await moderation.filter_memories(session, memories)
-        context = await self._context(session, batch[-1].message.content)
         # Turns the summary covers are in it: the prompt starts after them.
         items = uncovered([HistoryItem(m.role, m.content, m.id) for m in history], summary)
         prompt = assemble(
@@ -512,7 +519,7 @@ class ConversationService:
             "response_id": response_id,
             "message_id": message_id,
             "owner": runner.lock_token or self.replica_id,
-            "after": await self.events.latest_seq(conv.id),
+            "after": after,
         }
         ttl = self.settings.lock_ttl_seconds
         await self.hot.put(active_key(conv.id), runner.active, ttl_seconds=ACTIVE_TTL_FACTOR * ttl)

@@ -93,9 +93,17 @@ class Turn:
 
     async def run(self, emit: Emit, finish: Finish) -> TurnResult:
         rid = self.response_id
-        await emit({"type": "response.created", "response_id": rid, **self.created_fields})
         queue: asyncio.Queue[object] = asyncio.Queue()
+        # The model request goes out first: it travels while response.created is
+        # being logged (pieces wait in the queue; nothing is emitted before created).
         producer = asyncio.create_task(self._produce(queue))
+        try:
+            await emit({"type": "response.created", "response_id": rid, **self.created_fields})
+        except BaseException:
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await producer
+            raise
         cancel_wait = asyncio.create_task(self._cancel.wait())
         text: list[str] = []
         buffer: list[str] = []
