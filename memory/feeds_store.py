@@ -18,8 +18,7 @@ declares its tenant for row-level security, and the only cross-tenant query
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -38,19 +37,14 @@ from sqlalchemy import (
     delete,
     func,
     select,
-    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from memory.ids import new_id
 from memory.models import Base, utcnow
-
-_SET_SCOPE = text(
-    "SELECT set_config('salon.tenant_id', :tenant, true), set_config('salon.scope', :scope, true)"
-)
+from memory.store import Store
 
 URL_MAX = 2000
 TITLE_MAX = 500
@@ -256,22 +250,10 @@ class FeedConflict(Exception):
 class FeedStore:
     """Tenant-scoped access to ``feeds`` and ``feed_items``."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
-        self._row_security = engine.dialect.name == "postgresql"
-
-    @asynccontextmanager
-    async def _tx(
-        self, tenant_id: str | None = None, *, system: bool = False
-    ) -> AsyncIterator[AsyncSession]:
-        """One transaction, scoped for row-level security as in memory.store.Store._tx."""
-        async with self._sessions() as session, session.begin():
-            if self._row_security and (tenant_id is not None or system):
-                await session.execute(
-                    _SET_SCOPE, {"tenant": tenant_id or "", "scope": "system" if system else ""}
-                )
-            yield session
+    def __init__(self, store: Store) -> None:
+        # Transactions come from the main store: the same tenant scoping for
+        # Postgres row-level security (memory.store.Store._tx), one engine.
+        self._tx = store._tx
 
     # -- feeds -----------------------------------------------------------------
 

@@ -46,7 +46,7 @@ async def service(store: Store) -> AsyncIterator[FeedService]:
     settings = FeedSettings(
         poll=False, allow_private=True, interval_seconds=600, timeout_seconds=3.0, cache_seconds=0
     )
-    svc = FeedService(FeedStore(store.engine), InProcessHotState(), settings)
+    svc = FeedService(FeedStore(store), InProcessHotState(), settings)
     yield svc
     await svc.close()
 
@@ -298,7 +298,7 @@ async def test_two_replicas_polling_fetch_a_feed_once(
 ) -> None:
     settings = FeedSettings(poll=False, allow_private=True, interval_seconds=600)
     replicas = [
-        FeedService(FeedStore(store.engine), shared_hot, settings, replica_id=f"r{i}")
+        FeedService(FeedStore(store), shared_hot, settings, replica_id=f"r{i}")
         for i in range(3)
     ]
     try:

@@ -29,7 +29,7 @@ async def install(parts: ServiceParts, hooks: ConversationHooks, **others: Any) 
     from integrations.rss.service import FeedService
     from memory.feeds_store import FeedStore
 
-    service = FeedService(FeedStore(parts.store.engine), parts.hot, settings)
+    service = FeedService(FeedStore(parts.store), parts.hot, settings)
     hooks.context.append(service.context)
     service.start()
     return service
