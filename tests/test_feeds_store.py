@@ -298,8 +298,7 @@ async def test_two_replicas_polling_fetch_a_feed_once(
 ) -> None:
     settings = FeedSettings(poll=False, allow_private=True, interval_seconds=600)
     replicas = [
-        FeedService(FeedStore(store), shared_hot, settings, replica_id=f"r{i}")
-        for i in range(3)
+        FeedService(FeedStore(store), shared_hot, settings, replica_id=f"r{i}") for i in range(3)
     ]
     try:
         tenant, persona = await _persona(store, "shared")
