@@ -28,6 +28,7 @@ from agents import telemetry
 from agents.llm.base import GenerationParams, LLMProvider
 from agents.prompt import HistoryItem, assemble
 from agents.recovery import active_key, end_orphan, recover_interrupted, reply_lock
+from agents.reply_inputs import context_blocks, recalled_memories
 from agents.reply_lock import ACTIVE_TTL_FACTOR, keep_lock, owns
 from agents.sessions import (
     ConversationHooks,
@@ -38,6 +39,7 @@ from agents.sessions import (
 )
 from agents.summaries import ConversationSummaries, uncovered
 from agents.turns import Turn, TurnResult
+from agents.voice import ReplySpeaker, ReplyVoice, played_seconds
 from memory.eventlog import EventLog
 from memory.hotstate import HotState, InProcessHotState
 from memory.ids import new_id
@@ -45,9 +47,6 @@ from memory.records import ConversationRecord, MessageRecord
 from memory.store import Store
 
 log = structlog.get_logger(__name__)
-
-# A context hook (current topics, ...) that takes longer adds nothing to the reply.
-CONTEXT_TIMEOUT = 1.0
 
 
 class ConversationError(Exception):
@@ -63,6 +62,7 @@ class _Pending:
     message: MessageRecord
     params: GenerationParams | None = None
     instructions: str | None = None
+    audio: bool = False  # sent from a session with the audio modality: the reply is spoken
 
 
 @dataclass
@@ -93,6 +93,7 @@ class ConversationService:
         remember: Remember | None = None,
         summaries: ConversationSummaries | None = None,
         hooks: ConversationHooks | None = None,
+        voice: ReplyVoice | None = None,
     ) -> None:
         self.store = store
         self.events = events
@@ -103,6 +104,7 @@ class ConversationService:
         self.remember = remember
         self.summaries = summaries
         self.hooks = hooks or ConversationHooks()
+        self.voice = voice  # speaks replies to audio sessions (agents/voice.py)
         self.replica_id = (
             replica_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         )
@@ -205,6 +207,7 @@ class ConversationService:
         text: str,
         params: GenerationParams | None = None,
         instructions: str | None = None,
+        audio: bool = False,
     ) -> tuple[MessageRecord, bool]:
         """Store a user message and schedule a reply; a repeated ``client_id`` does nothing.
 
@@ -258,7 +261,7 @@ class ConversationService:
         runner = self._runners.get(conv.id)
         if runner is None:
             runner = self._runners[conv.id] = _Runner(session=session)
-        runner.pending.append(_Pending(message, params, instructions))
+        runner.pending.append(_Pending(message, params, instructions, audio))
         if runner.task is None:
             runner.task = asyncio.create_task(self._run(conv.id), name=f"replies:{conv.id}")
         if created and verdict is not None and verdict.hits:
@@ -293,15 +296,24 @@ class ConversationService:
             return False  # old: long since answered or abandoned
         return all(m.role != "assistant" for m in recent[ids.index(message.id) + 1 :])
 
-    async def cancel(self, conversation_id: str, reason: str = "cancelled") -> bool:
-        """Stop the reply in flight, on whichever replica generates it; False if none."""
+    async def cancel(
+        self, conversation_id: str, reason: str = "cancelled", played_ms: int | None = None
+    ) -> bool:
+        """Stop the reply in flight, on whichever replica generates it; False if none.
+
+        ``played_ms``: how much of a spoken reply the listener heard (it is stored up to there).
+        """
         runner = self._runners.get(conversation_id)
         if runner is not None and runner.turn is not None:
-            runner.turn.cancel(reason)
+            runner.turn.cancel(reason, played_seconds=played_seconds(played_ms))
             return True
         active = await self.hot.get(active_key(conversation_id))
         if active is not None:  # generated elsewhere: tell that replica, twice over
-            request = {"response_id": active["response_id"], "reason": reason}
+            request = {
+                "response_id": active["response_id"],
+                "reason": reason,
+                "played_ms": played_ms,
+            }
             # The record is polled by the owner's lock refresher (pub/sub can drop it).
             await self.hot.put(f"cancel:{conversation_id}", request, ttl_seconds=60)
             await self.hot.publish(
@@ -346,7 +358,10 @@ class ConversationService:
                 runner = self._runners.get(str(message.get("conversation_id")))
                 if runner is not None and runner.turn is not None:
                     if message.get("response_id") in (None, runner.turn.response_id):
-                        runner.turn.cancel(str(message.get("reason") or "cancelled"))
+                        played = played_seconds(message.get("played_ms"))
+                        runner.turn.cancel(
+                            str(message.get("reason") or "cancelled"), played_seconds=played
+                        )
 
     async def _watch_loop(self) -> None:
         """Conversations opened here whose reply runs elsewhere: end it if that replica dies."""
@@ -439,25 +454,6 @@ class ConversationService:
                 with contextlib.suppress(Exception):
                     await self.hot.release_lock(lock, token)
 
-    async def _memories(self, session: Session, query: str) -> list[str]:
-        """Recalled memories for the prompt; moderation drops those that read like instructions."""
-        if self.recall is None:
-            return []
-        memories = await self.recall(session, query)
-        if self.hooks.moderation is not None:
-            memories = await self.hooks.moderation.filter_memories(session, memories)
-        return memories
-
-    async def _context(self, session: Session, query: str) -> list[str]:
-        """Extra system-prompt blocks from the context hooks; one that fails adds nothing."""
-        blocks: list[str] = []
-        for hook in self.hooks.context:
-            try:
-                blocks.extend(await asyncio.wait_for(hook(session, query), CONTEXT_TIMEOUT))
-            except Exception as exc:
-                log.warning("context_hook_failed", error=repr(exc))
-        return blocks
-
     async def _reply(self, runner: _Runner, batch: list[_Pending]) -> TurnResult:
         session = runner.session
         conv = session.conversation
@@ -472,11 +468,11 @@ class ConversationService:
         # first event, as resuming the active reply needs.
         history, memories, summary, context, after = await asyncio.gather(
             self.store.list_messages(conv.tenant_id, conv.id, limit=self.settings.history_messages),
-            self._memories(session, query),
+            recalled_memories(self.recall, self.hooks, session, query),
             self.summaries.latest(conv.tenant_id, conv.persona_id, conv.user_id, conv.id)
             if self.summaries
             else asyncio.sleep(0, None),
-            self._context(session, query),
+            context_blocks(self.hooks, session, query),
             self.events.latest_seq(conv.id),
         )
         moderation = self.hooks.moderation
@@ -499,6 +495,15 @@ class ConversationService:
             fold_upto = self.summaries.plan(items, prompt, self.settings.history_messages)
         response_id = new_id("resp")
         message_id = new_id("msg")
+
+        async def emit(event: dict[str, Any]) -> None:
+            await self.events.append(conv.id, event)
+            if speech is not None and event["type"] == "response.text.delta":
+                speech.feed(event["delta"])  # speak what was shown, after it is in the log
+
+        speech: ReplySpeaker | None = None
+        if self.voice is not None and any(p.audio for p in batch):
+            speech = self.voice.speaker(session.persona.data, response_id, emit)
         turn = Turn(
             self.provider,
             response_id=response_id,
@@ -507,6 +512,7 @@ class ConversationService:
             coalesce_seconds=self.settings.coalesce_seconds,
             created_fields={"reply_to": [p.message.id for p in batch]},
             moderate=await moderation.output_filter(session) if moderation else None,
+            speech=speech,
         )
         runner.turn = turn
         runner.preparing = False
@@ -523,9 +529,6 @@ class ConversationService:
         }
         ttl = self.settings.lock_ttl_seconds
         await self.hot.put(active_key(conv.id), runner.active, ttl_seconds=ACTIVE_TTL_FACTOR * ttl)
-
-        async def emit(event: dict[str, Any]) -> None:
-            await self.events.append(conv.id, event)
 
         async def finish(result: TurnResult) -> str | None:
             token = runner.lock_token
@@ -557,6 +560,8 @@ class ConversationService:
         finally:
             runner.turn = None
             runner.active = None
+            if speech is not None:  # a reply that failed mid-way leaves no speaker running
+                await speech.close()
             with contextlib.suppress(Exception):
                 await self.store.record_last_seq(
                     conv.tenant_id, conv.id, await self.events.latest_seq(conv.id)

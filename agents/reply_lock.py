@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from agents.recovery import active_key
+from agents.voice import played_seconds
 from memory.hotstate import HotState
 
 log = structlog.get_logger(__name__)
@@ -63,6 +64,9 @@ async def keep_lock(hot: HotState, runner: Any, lock: str, token: str, ttl: floa
             and turn is not None
             and cancel.get("response_id") == turn.response_id
         ):
-            turn.cancel(str(cancel.get("reason") or "cancelled"))
+            turn.cancel(
+                str(cancel.get("reason") or "cancelled"),
+                played_seconds=played_seconds(cancel.get("played_ms")),
+            )
             with contextlib.suppress(Exception):
                 await hot.delete(f"cancel:{conv_id}")

@@ -61,6 +61,14 @@ class OutputModerator(Protocol):
     def drain(self) -> str: ...
 
 
+class ReplySpeech(Protocol):
+    """Speaks the reply as it streams (agents/voice.py ``ReplySpeaker``)."""
+
+    async def settle(self, cancelled: asyncio.Event, *, stop: bool) -> bool: ...
+
+    def heard(self, text: str, played_seconds: float | None) -> str: ...
+
+
 class Turn:
     """One reply being generated; :meth:`cancel` stops it (barge-in, shutdown)."""
 
@@ -74,6 +82,7 @@ class Turn:
         coalesce_seconds: float = 0.015,
         created_fields: dict[str, Any] | None = None,
         moderate: OutputModerator | None = None,
+        speech: ReplySpeech | None = None,
     ) -> None:
         self.provider = provider
         self.response_id = response_id
@@ -82,13 +91,21 @@ class Turn:
         self.coalesce_seconds = coalesce_seconds
         self.created_fields = created_fields or {}
         self.moderate = moderate
+        self.speech = speech
         self._cancel = asyncio.Event()
         self.cancel_reason: str | None = None
+        self.played_seconds: float | None = None  # the listener's position at a barge-in
 
-    def cancel(self, reason: str = "cancelled") -> None:
-        """Stop generating; the turn ends with response.cancelled (or error ``reason``)."""
+    def cancel(self, reason: str = "cancelled", *, played_seconds: float | None = None) -> None:
+        """Stop generating; the turn ends with response.cancelled (or error ``reason``).
+
+        ``played_seconds`` (a spoken reply): how much of its audio the
+        listener heard; the reply is stored as the text spoken until then.
+        """
         if self.cancel_reason is None:
             self.cancel_reason = reason
+        if played_seconds is not None and self.played_seconds is None:
+            self.played_seconds = played_seconds
         self._cancel.set()
 
     async def run(self, emit: Emit, finish: Finish) -> TurnResult:
@@ -192,12 +209,20 @@ class Turn:
                     task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await producer
+        interrupted = False
+        if self.speech is not None:
+            # A spoken reply ends when its audio does: a cancel until then is a
+            # barge-in; a failed or cancelled reply stops speaking at once.
+            stop = error is not None or self._cancel.is_set()
+            interrupted = await self.speech.settle(self._cancel, stop=stop)
         telemetry.TOKENS.labels(provider).inc(pieces)
         telemetry.RESPONSE_TIME.labels(provider).observe(time.perf_counter() - started)
         # A reply stopped by moderation is retracted: not stored, and the error
         # tells clients to drop what they showed.
         blocked = moderate is not None and moderate.blocked is not None
         reply = "" if blocked else "".join(text)
+        if self.speech is not None and self._cancel.is_set() and not blocked:
+            reply = self.speech.heard(reply, self.played_seconds)  # what was heard, no more
         if error is not None:
             result = TurnResult(rid, reply, "error", error.code, str(error), pieces)
         elif self._cancel.is_set() and (self.cancel_reason or "cancelled") != "cancelled":
@@ -226,11 +251,14 @@ class Turn:
                 pieces,
             )
             message_id = ""
+        # audio_flush: the client drops the audio it has queued but not played.
+        flushed: dict[str, Any] = {"audio_flush": True} if interrupted else {}
         if result.status == "error":
-            await emit(_error_event(result, message_id))
+            await emit({**_error_event(result, message_id), **flushed})
         else:
             kind = "response.done" if result.status == "complete" else "response.cancelled"
-            await emit({"type": kind, "response_id": rid, "message_id": message_id, "text": reply})
+            final = {"type": kind, "response_id": rid, "message_id": message_id, "text": reply}
+            await emit({**final, **flushed})
         telemetry.RESPONSES.labels(result.status).inc()
         return result
 

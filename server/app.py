@@ -15,6 +15,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from agents.llm.base import LLMProvider
+from agents.voice import ReplyVoice
+from media.tts.base import VoiceSettings
 from server import (
     analytics_api,
     audio_api,
@@ -82,7 +84,13 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state = await build_state(settings, provider=provider)
         app.state.salon = state
-        await audio_api.voice_services(app).start()  # loads models only with SALON_VOICE_PRELOAD
+        voice = audio_api.voice_services(app)
+        await voice.start()  # loads models only with SALON_VOICE_PRELOAD
+        # Replies to audio sessions are spoken with the app's TTS provider (docs/voice.md).
+        state.service.voice = ReplyVoice(
+            voice.tts,
+            default=VoiceSettings(voice=voice.config.tts_voice, language=voice.config.tts_language),
+        )
         # What startup built lives as long as the process: out of the collector's
         # sight, full collections stay short (they pause every socket's events).
         gc.collect()

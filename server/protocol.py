@@ -28,6 +28,9 @@ class SessionStart(_Event):
     conversation_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     resume_after: Annotated[int, Field(ge=0, le=2**53)] | None = None
     modalities: list[Literal["text", "audio"]] = ["text"]
+    # "server_vad": the server finds where utterances end in input_audio.append
+    # audio and commits them itself (docs/voice.md); None/"none": the client commits.
+    turn_detection: Literal["server_vad", "none"] | None = None
 
 
 class MessageCreate(_Event):
@@ -39,6 +42,8 @@ class MessageCreate(_Event):
 class ResponseCancel(_Event):
     type: Literal["response.cancel"]
     id: str | None = None
+    # How much of the reply's audio the client played: the reply is stored up to there.
+    played_ms: Annotated[int, Field(ge=0, le=24 * 3600 * 1000)] | None = None
 
 
 class Ping(_Event):
@@ -48,13 +53,18 @@ class Ping(_Event):
 
 class InputAudioAppend(_Event):
     type: Literal["input_audio.append"]
-    audio: str
+    # base64 PCM16 mono 16 kHz; a frame is at most SALON_MAX_FRAME_BYTES (64 KB: ~1.5 s)
+    audio: Annotated[str, Field(max_length=4 * 1024 * 1024)]
     id: str | None = None
+    # Optional, to be explicit: "pcm16" or {"type": "pcm16", "sample_rate": 16000,
+    # "channels": 1}; anything else is refused (unsupported_audio_format).
+    format: str | dict[str, Any] | None = None
 
 
 class InputAudioCommit(_Event):
     type: Literal["input_audio.commit"]
-    id: str | None = None
+    # The client id of the message the transcript becomes (a repeated id is processed once).
+    id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
 
 
 class MediaCreate(_Event):

@@ -36,6 +36,7 @@ from server.protocol import (
     parse_client_event,
 )
 from server.state import AppState
+from server.ws_voice import ConnectionVoice
 
 log = structlog.get_logger(__name__)
 
@@ -116,6 +117,7 @@ class Connection:
         self._messages = TokenBucket(rate=per_minute / 60, burst=max(1, per_minute // 4 or 1))
         self._frames = TokenBucket(rate=100, burst=200)
         self._since = time.time()
+        self.voice = ConnectionVoice(self)  # modalities, input audio (server/ws_voice.py)
 
     async def run(self) -> None:
         try:
@@ -250,13 +252,13 @@ class Connection:
             elif isinstance(event, SessionStart):
                 await self._session_start(event)
             elif isinstance(event, MessageCreate):
-                await self._message_create(event)
+                await self.message_create(event)
             elif isinstance(event, ResponseCancel):
                 await self._cancel(event)
-            elif isinstance(event, InputAudioAppend | InputAudioCommit):
-                await self.error(
-                    "not_supported", "voice input is not enabled on this server", event.id
-                )
+            elif isinstance(event, InputAudioAppend):
+                await self.voice.append(event)
+            elif isinstance(event, InputAudioCommit):
+                await self.voice.commit(event)
             elif isinstance(event, MediaCreate):
                 await self.error(
                     "not_supported", "media generation is not enabled on this server", event.id
@@ -305,6 +307,7 @@ class Connection:
                 await self._follower
         await self._leave()
         self.session = session
+        vad_problem = await self.voice.start(list(event.modalities), event.turn_detection)
         conv_id = session.conversation.id
         await self.refresh_presence()
         events = self.state.events
@@ -327,8 +330,12 @@ class Connection:
                 "user": {"id": session.user.external_id, "name": session.user.name},
                 "seq": max(latest, after),
                 "replying": await self.state.service.replying(conv_id),
+                "modalities": self.voice.modalities,
+                "turn_detection": self.voice.turn_detection,
             }
         )
+        if vad_problem is not None:
+            await self.error("vad_unavailable", vad_problem)
         if gap is not None:
             await self.error(
                 "resume_gap",
@@ -337,7 +344,8 @@ class Connection:
             )
         self._follower = asyncio.create_task(self._follow(conv_id, after))
 
-    async def _message_create(self, event: MessageCreate) -> None:
+    async def message_create(self, event: MessageCreate) -> None:
+        """Accept a message (typed, or transcribed from input audio) once, within the limits."""
         if self.session is None:
             await self.error("no_session", "send session.start first", event.id)
             return
@@ -359,7 +367,7 @@ class Connection:
             )
             return
         message, created = await self.state.service.submit(
-            self.session, client_id=event.id, text=event.text
+            self.session, client_id=event.id, text=event.text, audio=self.voice.speaks
         )
         if not created:
             # Processed before: acknowledge again (outside the log) and do nothing else.
@@ -377,5 +385,7 @@ class Connection:
         if self.session is None:
             await self.error("no_session", "send session.start first", event.id)
             return
-        if not await self.state.service.cancel(self.session.conversation.id):
+        if not await self.state.service.cancel(
+            self.session.conversation.id, played_ms=event.played_ms
+        ):
             await self.error("no_active_response", "no reply is being generated", event.id)

@@ -4,6 +4,7 @@ Behaviour is steered by markers in the last user message, so tests drive it
 through the real path (client -> Salon -> openai SDK -> HTTP -> here):
 
 - ``[slow]``   tokens every 50 ms (200 of them): time to cancel or drop mid-reply
+- ``[story]``  40 short sentences, a token every 20 ms: a long reply to speak
 - ``[stall]``  a few tokens, then silence (provider timeout mid-stream)
 - ``[500]``    HTTP 500 before streaming
 - ``[die]``    a few tokens, then the connection is cut
@@ -88,9 +89,13 @@ class FakeOpenAI:
             words = [body["messages"][0]["content"]]
         elif "[slow]" in last:
             words = [f"w{i} " for i in range(200)]
+        elif "[story]" in last:  # many short sentences, slowly: a long spoken reply
+            words = [
+                w for i in range(40) for w in (f"Sentence {i}", " has", " five", " words.", " ")
+            ]
         else:
             words = ["Hello", " from", " the", " fake", " model", "."]
-        delay = 0.05 if "[slow]" in last else self.token_delay
+        delay = 0.05 if "[slow]" in last else 0.02 if "[story]" in last else self.token_delay
         if not body.get("stream"):
             text = "".join(words)
             if body.get("response_format") and self.json_replies:
