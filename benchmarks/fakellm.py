@@ -41,7 +41,10 @@ def _chunk(content: str | None, finish: str | None = None) -> bytes:
 
 
 _STAMP = "@" * STAMP_WIDTH
-_STAMP_CHUNK = _chunk(_STAMP)
+# A stamp token ends with a space, like text tokens do: a run of digits glued
+# to the next stamp would read as one long number, which PII masking (on by
+# default) holds back until it ends.
+_STAMP_CHUNK = _chunk(_STAMP + " ")
 STAMP_PREFIX, STAMP_SUFFIX = _STAMP_CHUNK.split(_STAMP.encode())
 TAIL = _chunk(None, "stop") + b"data: [DONE]\n\n"
 HEAD = (
