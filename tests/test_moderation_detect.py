@@ -247,6 +247,26 @@ def test_stream_never_shows_a_partial_number() -> None:
     assert shown == "my number is [phone] ok"
 
 
+def test_stream_of_numbers_is_held_back_only_at_its_end() -> None:
+    """A reply full of numbers streams: only the last MAX_PII_SPAN characters of
+    the run wait, and a phone inside the run is still masked whole."""
+    filt = OutputFilter(pii_action="mask")
+    numbers = [f"{1000 + i}.{i:02d} " for i in range(40)]
+    shown = ""
+    for i, number in enumerate(numbers):
+        shown += filt.feed(number)
+        if i == 20:
+            pieces = "".join(numbers[: i + 1])
+            # all but about the last 32 characters were released already
+            assert len(shown) >= len(pieces) - 40 and shown == pieces[: len(shown)]
+    for ch in "call +1 415 555 0132 or 2000.5 2001.5 2002.5 2003.5 2004.5 2005.5 2006.5 ok":
+        shown += filt.feed(ch)
+        assert "415 555" not in shown
+    shown += asyncio.run(filt.end())
+    assert shown.endswith("call [phone] or 2000.5 2001.5 2002.5 2003.5 2004.5 2005.5 2006.5 ok")
+    assert shown.startswith("".join(numbers))
+
+
 def test_stream_profanity_mask_and_phrase_holdback() -> None:
     filt = OutputFilter(profanity_action="mask")
     text = "that is bull shit and shit."

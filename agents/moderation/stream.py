@@ -9,7 +9,8 @@ it releases, and holds the rest:
   whitespace: an email, a card without spaces, a word of the list;
 - a trailing run of digits and number separators (``+ ( ) . - / space``) is
   held until a letter or other character ends it: a phone number or card
-  written in groups;
+  written in groups (of a longer run, only its last ``MAX_PII_SPAN``
+  characters);
 - a word that can start a two-word list entry is held one word more.
 
 So a client sees text about one word late, never a half-masked number, and
@@ -26,6 +27,10 @@ from dataclasses import dataclass, field
 from agents.moderation import pii, profanity
 
 MAX_HOLD = 256
+# The longest phone or card number written in groups ("+44 (0)20 7946 0958",
+# "4111 1111 1111 1111 111"): in a longer run of numbers only this much of
+# its end can still grow into a match, so only this much is held.
+MAX_PII_SPAN = 32
 _NUMERIC = frozenset("0123456789 \t\r\n-.()+/")
 
 
@@ -59,7 +64,20 @@ def safe_cut(text: str) -> int:
             num += 1
         if not any(ch.isdigit() for ch in text[num:]):
             return word
+    if n - num > MAX_PII_SPAN:
+        num = _cut_inside_run(text, num, n)
     return min(word, num)
+
+
+def _cut_inside_run(text: str, start: int, end: int) -> int:
+    """A long run of numbers ("12.5 13.75 14 ..."): release all but its last
+    ``MAX_PII_SPAN`` characters, at a space that no PII found in the run
+    straddles, so a reply full of numbers streams about one number late."""
+    spans = pii.find(text[start:end])
+    for i in range(end - MAX_PII_SPAN, start, -1):
+        if text[i - 1].isspace() and not any(start + s.start < i < start + s.end for s in spans):
+            return i
+    return start
 
 
 class OutputFilter:
