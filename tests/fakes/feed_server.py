@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -27,13 +25,12 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fakes.openai_server import free_port
+from tests.fakes.loopback import LoopbackServer
 
 FIXTURES = Path(__file__).parent / "feeds"
 
@@ -74,14 +71,11 @@ def rss(items: list[dict[str, Any]], *, title: str = "Fixture News") -> bytes:
     return "\n".join(parts).encode()
 
 
-class FeedServer:
+class FeedServer(LoopbackServer):
     def __init__(self) -> None:
-        self.port = free_port()
         self.docs: dict[str, Doc] = {}
         self.requests: list[dict[str, Any]] = []
-        self.app = Starlette(routes=[Route("/{path:path}", self._serve, methods=["GET"])])
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(Starlette(routes=[Route("/{path:path}", self._serve, methods=["GET"])]))
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
@@ -102,26 +96,6 @@ class FeedServer:
 
     def hits(self, path: str) -> list[dict[str, Any]]:
         return [r for r in self.requests if r["path"] == path.lstrip("/")]
-
-    def start(self) -> FeedServer:
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.time() + 10
-        while not self._server.started:
-            if time.time() > deadline:
-                raise RuntimeError("fake feed server did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     async def _serve(self, request: Request) -> Response:
         path = request.path_params["path"]
