@@ -58,6 +58,18 @@ class VoiceConfig(BaseSettings):
     voice_requests_per_minute: int = 60
     voice_preload: bool = False  # load local models on the first request, not at start
 
+    # -- expressive speech (agents/voice.py): emotion and language per sentence
+    voice_emotion: str = "auto"  # auto = from each sentence's sentiment unless the persona fixes one; off
+    voice_detect_language: bool = True  # detect a reply's language unless the persona fixes one
+    # Speaks languages the configured provider cannot (e.g. German with the English Piper voice).
+    voice_language_fallback: str = "espeak"  # a provider name, or "" for none
+
+    # -- voice cloning (media/tts/cloning.py, server/voices_api.py)
+    # auto = ElevenLabs when its key is set, else XTTS when its model folder is set, else off.
+    voice_cloning_provider: str = "auto"
+    voice_clone_max_bytes: int = 20 * 1024 * 1024  # all reference samples of one voice together
+    voice_clone_min_seconds: float = 3.0  # reference audio shorter than this is refused
+
 
 def secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None

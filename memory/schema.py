@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import memory.feeds_store
 import memory.moderation_store
+import memory.voices_store
 from memory.models import Base
 
 metadata = Base.metadata
@@ -16,4 +17,4 @@ metadata = Base.metadata
 __all__ = ["metadata"]
 
 # Imported for their table declarations.
-_TABLE_MODULES = (memory.feeds_store, memory.moderation_store)
+_TABLE_MODULES = (memory.feeds_store, memory.moderation_store, memory.voices_store)

@@ -27,6 +27,7 @@ from server import (
     moderation_api,
     openai_api,
     users_api,
+    voices_api,
 )
 from server.config import Settings
 from server.docs_api import docs_routes
@@ -114,6 +115,7 @@ def create_app(
         *moderation_api.routes,
         *feeds_api.routes,
         *audio_api.routes,
+        *voices_api.routes,
         *openai_api.routes,
         *docs_routes,
         WebSocketRoute("/v1/ws", websocket_endpoint),
