@@ -168,7 +168,11 @@ class MemoryService:
 
 
 def register_memory_jobs(runner: Any, service: MemoryService) -> None:
-    """``memory.remember``: store finished turns (servers and workers alike)."""
+    """``memory.remember``: store finished turns; ``memory.reembed`` (servers and workers alike)."""
+    if service.embedder is not None:
+        from agents.reembed import register_reembed_job
+
+        register_reembed_job(runner, service.memories, service.embedder)
 
     async def remember(ctx: Any, args: dict[str, Any]) -> dict[str, Any]:
         return await service.remember(

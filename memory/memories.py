@@ -25,10 +25,12 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from memory.embedding_space import EmbeddingSpace, is_dimension_mismatch
 from memory.memory_records import (
     KEY_PREFIX,
     KINDS,
@@ -44,7 +46,7 @@ from memory.memory_records import (
     rowcount,
     select_records,
 )
-from memory.models import Memory, utcnow
+from memory.models import EMBEDDING_DIMENSIONS, Memory, utcnow
 from memory.store import Store
 from memory.vector_search import VectorSearch
 
@@ -52,13 +54,15 @@ __all__ = ["KEY_PREFIX", "KINDS", "MemoryRecord", "MemoryStore", "NewMemory"]
 
 # A keyed write loses a race at most once per concurrent writer of that key;
 # a few attempts cover any realistic number of replicas.
+log = structlog.get_logger(__name__)
+
 WRITE_ATTEMPTS = 8
 # Postgres: deadlock detected, serialization failure. Two batches that retire
 # the same keys in another order can deadlock; Postgres aborts one, we retry it.
 _RETRY_SQLSTATES = frozenset({"40P01", "40001"})
 
 
-class MemoryStore(VectorSearch):
+class MemoryStore(VectorSearch, EmbeddingSpace):
     """Tenant-scoped access to the ``memories`` table.
 
     Every method takes ``tenant_id`` and filters by it; another tenant's item
@@ -68,6 +72,7 @@ class MemoryStore(VectorSearch):
     def __init__(self, store: Store) -> None:
         self.store = store
         self.dialect = store.engine.dialect.name
+        self.dimensions = EMBEDDING_DIMENSIONS  # until adopt_dimensions() says otherwise
         self._pgvector_iterative: bool | None = None
 
     # -- writes -----------------------------------------------------------------
@@ -118,7 +123,13 @@ class MemoryStore(VectorSearch):
         """
         now = utcnow()
         rows = [
-            new_row(tenant_id, item, now, default_from=now + timedelta(microseconds=n))
+            new_row(
+                tenant_id,
+                item,
+                now,
+                default_from=now + timedelta(microseconds=n),
+                dimensions=self.dimensions,
+            )
             for n, item in enumerate(items)
         ]
         if not rows:
@@ -141,6 +152,14 @@ class MemoryStore(VectorSearch):
                     await _link_successors(s, tenant_id, retired)
                 break
             except DBAPIError as exc:
+                if is_dimension_mismatch(exc) and any(r["embedding"] is not None for r in rows):
+                    # Another replica adopted another embedder's size (a rolling
+                    # change of model): keep the memories without vectors; the
+                    # re-embed job gives them new ones.
+                    log.warning("memories_stored_without_vectors", reason=str(exc.orig))
+                    for row in rows:
+                        row["embedding"] = row["embedding_model"] = None
+                    continue
                 # Another writer made a live item with one of these keys between
                 # our retire and our insert; the next attempt retires it.
                 if not keyed or not _retryable(exc) or attempt == WRITE_ATTEMPTS - 1:
@@ -177,7 +196,7 @@ class MemoryStore(VectorSearch):
         if pinned is not None:
             values["pinned"] = bool(pinned)
         if embedding is not None:
-            values["embedding"] = check_embedding(embedding)
+            values["embedding"] = check_embedding(embedding, self.dimensions)
             values["embedding_model"] = embedding_model
         async with self.store._tx(tenant_id) as s:
             if values:
@@ -255,7 +274,13 @@ class MemoryStore(VectorSearch):
                         embedding_model=embedding_model,
                     )
                     # The new version states the same fact unless it names another.
-                    row = new_row(tenant_id, item, now, key=item.key or old.supersede_key)
+                    row = new_row(
+                        tenant_id,
+                        item,
+                        now,
+                        key=item.key or old.supersede_key,
+                        dimensions=self.dimensions,
+                    )
                     if row["supersede_key"] is not None:
                         await self._lock_keys(s, tenant_id, [row])
                     retired = await self._retire_chain(s, tenant_id, old_id, row, now)

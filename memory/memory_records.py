@@ -204,12 +204,14 @@ def check_importance(importance: float) -> float:
     return value
 
 
-def check_embedding(embedding: Sequence[float]) -> list[float]:
+def check_embedding(
+    embedding: Sequence[float], dimensions: int = EMBEDDING_DIMENSIONS
+) -> list[float]:
     values = [float(v) for v in embedding]
-    if len(values) != EMBEDDING_DIMENSIONS:
+    if len(values) != dimensions:
         raise ValueError(
-            f"embedding has {len(values)} dimensions; memories store {EMBEDDING_DIMENSIONS} "
-            "(another size needs a migration, see docs/memory.md)"
+            f"embedding has {len(values)} dimensions; memories store {dimensions} "
+            "(the configured embedder decides the size, see docs/memory.md)"
         )
     return values
 
@@ -221,11 +223,12 @@ def new_row(
     *,
     default_from: datetime | None = None,
     key: str | None = None,
+    dimensions: int = EMBEDDING_DIMENSIONS,
 ) -> dict[str, Any]:
     """The column values of a new item, validated; ``key`` overrides the item's own key."""
     if item.kind not in KINDS:
         raise ValueError(f"unknown memory kind {item.kind!r}; one of {', '.join(KINDS)}")
-    embedding = check_embedding(item.embedding) if item.embedding is not None else None
+    embedding = check_embedding(item.embedding, dimensions) if item.embedding is not None else None
     return {
         "id": item.id or new_id("mem"),
         "tenant_id": tenant_id,

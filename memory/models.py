@@ -127,9 +127,10 @@ class Message(Base):
 
 # -- long-term memory (docs/memory.md) ----------------------------------------
 
-# Size of the stored embeddings: all-MiniLM-L6-v2, the embedded default. On
-# Postgres it is the column type (``vector(384)``, which the HNSW index needs);
-# another size needs a migration.
+# Size of the stored embeddings as migrated: all-MiniLM-L6-v2, the embedded
+# default. On Postgres it is the column type (``vector(384)``, which the HNSW
+# index needs); another configured embedder's size is adopted at start
+# (memory/embedding_space.py).
 EMBEDDING_DIMENSIONS = 384
 
 
@@ -143,7 +144,9 @@ class EmbeddingVector(TypeDecorator[list[float]]):
     impl = LargeBinary
     cache_ok = True
 
-    def __init__(self, dimensions: int = EMBEDDING_DIMENSIONS) -> None:
+    def __init__(self, dimensions: int | None = EMBEDDING_DIMENSIONS) -> None:
+        # None: any size; the store checks vectors against the size it adopted
+        # (memory/embedding_space.py), which the configured embedder decides.
         super().__init__()
         self.dimensions = dimensions
 
@@ -158,7 +161,7 @@ class EmbeddingVector(TypeDecorator[list[float]]):
         if value is None:
             return None
         values = [float(v) for v in value]
-        if len(values) != self.dimensions:
+        if self.dimensions is not None and len(values) != self.dimensions:
             raise ValueError(
                 f"embedding has {len(values)} dimensions, the memories table stores "
                 f"{self.dimensions}"
@@ -229,7 +232,7 @@ class Memory(Base):
     superseded_by: Mapped[str | None] = mapped_column(
         ForeignKey("memories.id", ondelete="SET NULL"), nullable=True
     )
-    embedding: Mapped[list[float] | None] = mapped_column(EmbeddingVector(), nullable=True)
+    embedding: Mapped[list[float] | None] = mapped_column(EmbeddingVector(None), nullable=True)
     # The model that produced ``embedding``: vectors of another model are not compared.
     embedding_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

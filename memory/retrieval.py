@@ -36,7 +36,6 @@ import numpy as np
 
 from memory.embeddings.base import Embedder, EmbeddingError
 from memory.memories import MemoryRecord, MemoryStore, NewMemory
-from memory.models import EMBEDDING_DIMENSIONS
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +126,7 @@ async def search(
     # The query is embedded (on the embedder's worker) while the candidates load.
     embedding: asyncio.Task[list[float] | None] | None = None
     if embedder is not None and query.strip():
-        embedding = asyncio.create_task(_embed_query(embedder, query))
+        embedding = asyncio.create_task(_embed_query(embedder, query, memory_store.dimensions))
     try:
         items = await memory_store.candidates(
             tenant_id, persona_id, user_id, kinds=kinds, limit=scoring.max_candidates
@@ -246,12 +245,12 @@ async def remember(
     ready = list(items)
     if embedder is not None and todo:
         vectors: list[list[float]] | None = None
-        if embedder.dimensions != EMBEDDING_DIMENSIONS:
+        if embedder.dimensions != memory_store.dimensions:
             log.warning(
                 "embedder %s makes %d-d vectors, memories store %d-d: stored without embeddings",
                 embedder.name,
                 embedder.dimensions,
-                EMBEDDING_DIMENSIONS,
+                memory_store.dimensions,
             )
         else:
             # Similar lengths batched together pad less: ~1.5x faster on CPU.
@@ -385,8 +384,8 @@ def keyword_scores(
 # -- helpers ----------------------------------------------------------------------
 
 
-async def _embed_query(embedder: Embedder, query: str) -> list[float] | None:
-    if embedder.dimensions != EMBEDDING_DIMENSIONS:
+async def _embed_query(embedder: Embedder, query: str, dimensions: int) -> list[float] | None:
+    if embedder.dimensions != dimensions:
         return None
     try:
         return list((await embedder.embed([query]))[0])

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Float, LargeBinary, or_, select, text, type_coerce
+from sqlalchemy import Float, LargeBinary, func, or_, select, text, type_coerce
 
 from memory.memory_records import AnySelect, check_embedding, filtered, ordered
 from memory.models import Memory
@@ -26,6 +26,7 @@ class VectorSearch:
 
     store: Store
     dialect: str
+    dimensions: int
     # pgvector's hnsw.ef_search for the approximate path; None = max(40, limit).
     hnsw_ef_search: int | None = None
     _pgvector_iterative: bool | None = None
@@ -60,7 +61,7 @@ class VectorSearch:
         """
         if limit <= 0:
             return []
-        query = check_embedding(vector)
+        query = check_embedding(vector, self.dimensions)
         base = filtered(
             select(Memory.id),
             tenant_id=tenant_id,
@@ -74,6 +75,11 @@ class VectorSearch:
             )
         if self.dialect == "postgresql":
             return await self._nearest_pgvector(tenant_id, base, query, limit, exact)
+        # SQLite keeps any size of vector: those of another size (made before a
+        # change of embedder, not yet re-embedded) are left out.
+        base = base.where(
+            func.length(type_coerce(Memory.embedding, LargeBinary)) == 4 * self.dimensions
+        )
         return await self._nearest_exact(tenant_id, base, query, limit)
 
     async def iterative_scans(self) -> bool:

@@ -17,8 +17,10 @@ app = typer.Typer(
 )
 personas_app = typer.Typer(no_args_is_help=True, help="Manage personas.")
 tenants_app = typer.Typer(no_args_is_help=True, help="Manage tenants.")
+memory_app = typer.Typer(no_args_is_help=True, help="Maintain long-term memory.")
 app.add_typer(personas_app, name="personas")
 app.add_typer(tenants_app, name="tenants")
+app.add_typer(memory_app, name="memory")
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Overrides SALON_DATA_DIR.")]
 
@@ -171,6 +173,9 @@ def worker() -> None:
             provider = build_provider(settings)
         memory = build_memory(settings, store, provider)
         if memory is not None:
+            from agents.reembed import prepare_embedding_space
+
+            await prepare_embedding_space(memory.memories, memory.embedder)
             register_memory_jobs(runner, memory)
             from agents.summaries import register_summary_jobs
             from server.state import build_summaries
@@ -292,6 +297,52 @@ def tenants_create(name: Annotated[str, typer.Argument()], data_dir: DataDir = N
     typer.echo(f"tenant {name!r} created: id={tenant_id}")
     typer.echo("admin API key (shown once, store it now):", err=True)
     print(key, file=sys.stdout)
+
+
+@memory_app.command("reembed")
+def memory_reembed(
+    batch_size: Annotated[int, typer.Option(help="Items per embedding batch.")] = 64,
+    data_dir: DataDir = None,
+) -> None:
+    """Give every memory item a vector of the configured embedder (after a change of model)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from agents.reembed import prepare_embedding_space, reembed
+    from memory.memories import MemoryStore
+    from memory.store import Store
+    from server.state import configured_embedder
+
+    settings = _settings(data_dir=data_dir)
+    embedder = configured_embedder(settings)
+    if embedder is None:
+        typer.echo("salon: no embedder is configured (SALON_EMBEDDINGS_PROVIDER=none)", err=True)
+        raise typer.Exit(2)
+
+    async def _run(store: Store) -> dict[str, Any]:
+        memories = MemoryStore(store)
+        await prepare_embedding_space(memories, embedder)
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            transient=False,
+        ) as bar:
+            task = bar.add_task(f"embedding with {embedder.model}", total=None)
+
+            async def report(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            try:
+                return await reembed(memories, embedder, batch_size=batch_size, progress=report)
+            finally:
+                await embedder.close()
+
+    result = asyncio.run(_with_store(settings, _run))
+    typer.echo(
+        f"{result['embedded']} items embedded with {result['model']} "
+        f"({result['dimensions']}-d) in {result['seconds']} s; {result['skipped']} changed meanwhile"
+    )
 
 
 def main() -> None:

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     memory_enabled: bool = True
     memory_recall_k: int = 6
     memory_recall_token_budget: int = 300
+    # Queue the memory.reembed job at start when items lack vectors of the configured embedder.
+    memory_reembed: bool = True
     memory_summaries: bool = True  # rolling summaries of older history (agents/summaries.py)
     memory_summary_tokens: int = 400
     # Fact extraction: "auto" = the configured LLM when it supports structured

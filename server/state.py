@@ -16,6 +16,7 @@ from agents.jobs import job_event_hook, register_conversation_jobs
 from agents.llm.base import LLMProvider
 from agents.llm.registry import create_provider
 from agents.memory import MemoryService, MemorySettings, build_embedder, register_memory_jobs
+from agents.reembed import prepare_embedding_space, queue_reembed_if_stale
 from agents.sessions import ConversationHooks, ServiceParts
 from agents.summaries import (
     ConversationSummaries,
@@ -26,6 +27,7 @@ from agents.summaries import (
 from media.jobs import JobRunner, create_job_runner
 from media.storage import LocalMediaStorage, MediaStorage
 from memory.db import create_engine, normalize_database_url
+from memory.embeddings.base import Embedder
 from memory.eventlog import EventLog, InProcessEventLog
 from memory.hotstate import HotState, InProcessHotState
 from memory.memories import MemoryStore
@@ -131,6 +133,8 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
     recall = remember = None
     summaries = None
     if memory is not None:
+        # A configured embedder of another size than the table's: the table adopts it.
+        await prepare_embedding_space(memory.memories, memory.embedder)
         register_memory_jobs(jobs, memory)
         recall, remember = memory_hooks(memory, jobs)
         summary_service = build_summaries(settings, store, memory, provider)
@@ -160,6 +164,12 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
     if memory is not None and memory.embedder is not None:
         # Warm the embedder in the background: a cold first recall would wait ~10 s.
         background.append(asyncio.create_task(memory.embedder.start(), name="embedder-warmup"))
+        if settings.memory_reembed:
+            background.append(
+                asyncio.create_task(
+                    _queue_reembed(jobs, memory.memories, memory.embedder), name="reembed-check"
+                )
+            )
     return AppState(
         settings,
         store,
@@ -174,6 +184,15 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
         extensions,
         background,
     )
+
+
+async def _queue_reembed(jobs: JobRunner, memories: MemoryStore, embedder: Embedder) -> None:
+    """Items without a vector of the configured embedder get one from a job (agents/reembed.py)."""
+    try:
+        if await queue_reembed_if_stale(jobs, memories, embedder):
+            log.info("memory_reembed_queued", model=embedder.model, dimensions=embedder.dimensions)
+    except Exception:
+        log.exception("memory_reembed_check_failed")
 
 
 async def maintenance_loop(state: AppState, interval: float = 30.0) -> None:
@@ -200,7 +219,20 @@ def build_memory(
     ``memory_extractor``), else by rules."""
     if not settings.memory_enabled:
         return None
-    embedder = build_embedder(
+    return MemoryService(
+        MemoryStore(store),
+        configured_embedder(settings),
+        MemorySettings(
+            recall_k=settings.memory_recall_k,
+            recall_token_budget=settings.memory_recall_token_budget,
+        ),
+        extractor=build_extractor(settings, provider),
+    )
+
+
+def configured_embedder(settings: Settings) -> Embedder | None:
+    """The ``SALON_EMBEDDINGS_*`` embedder (not loaded yet); None for keyword-only recall."""
+    return build_embedder(
         provider=settings.embeddings_provider,
         base_url=settings.embeddings_base_url,
         api_key=settings.embeddings_api_key.get_secret_value()
@@ -209,15 +241,6 @@ def build_memory(
         model=settings.embeddings_model,
         dimensions=settings.embeddings_dimensions,
         timeout=settings.embeddings_timeout_seconds,
-    )
-    return MemoryService(
-        MemoryStore(store),
-        embedder,
-        MemorySettings(
-            recall_k=settings.memory_recall_k,
-            recall_token_budget=settings.memory_recall_token_budget,
-        ),
-        extractor=build_extractor(settings, provider),
     )
 
 

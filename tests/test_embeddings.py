@@ -7,11 +7,7 @@ is not tied to an event loop, so the function-scoped test loops share it.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import math
-import random
-import struct
 import sys
 import threading
 import time
@@ -19,16 +15,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from memory.embeddings import Embedder, EmbeddingError, create_embedder
 from memory.embeddings.minilm import EXTRA_HINT, MiniLMEmbedder
 from memory.embeddings.openai_compat import OpenAIEmbedder
-from tests.fakes.openai_server import free_port
+from tests.fakes.embeddings_server import FakeEmbeddings, fake_vector
+from tests.fakes.loopback import free_port
 
 
 def dot(a: list[float], b: list[float]) -> float:
@@ -166,86 +158,7 @@ async def test_missing_packages_name_the_extra(monkeypatch: pytest.MonkeyPatch) 
     await no_library.close()
 
 
-# -- a fake OpenAI-compatible embeddings server --------------------------------
-
-
-def fake_vector(text: str, dims: int) -> list[float]:
-    """Deterministic, deliberately not unit length (the client must normalize)."""
-    rng = random.Random(hashlib.sha256(text.encode()).digest())
-    return [rng.uniform(-5.0, 5.0) for _ in range(dims)]
-
-
-class FakeEmbeddings:
-    """``POST /v1/embeddings`` in the OpenAI wire format (float or base64).
-
-    ``[500]`` in any input answers HTTP 500, ``[slow]`` waits 2 s. Vectors have
-    ``dimensions`` entries when the request asks, else ``default_dims``.
-    """
-
-    def __init__(self, default_dims: int = 8) -> None:
-        self.default_dims = default_dims
-        self.requests: list[dict[str, Any]] = []
-        self._stopping = threading.Event()
-        self.port = free_port()
-        app = Starlette(routes=[Route("/v1/embeddings", self._embeddings, methods=["POST"])])
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            lifespan="off",
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> FakeEmbeddings:
-        self._thread.start()
-        deadline = time.time() + 10
-        while not self._server.started:
-            if time.time() > deadline:
-                raise RuntimeError("fake embeddings server did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._server.should_exit = True
-        self._thread.join(timeout=5)
-
-    async def _embeddings(self, request: Request) -> Response:
-        body = await request.json()
-        self.requests.append(body)
-        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        if any("[500]" in t for t in inputs):
-            return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, 500)
-        if any("[slow]" in t for t in inputs):
-            deadline = time.monotonic() + 2
-            while time.monotonic() < deadline and not self._stopping.is_set():
-                await asyncio.sleep(0.05)
-        if any(t == "" for t in inputs):
-            return JSONResponse({"error": {"message": "empty input", "type": "invalid"}}, 400)
-        dims = body.get("dimensions") or self.default_dims
-        data = []
-        # Answer in reverse order: clients must order by "index", not by position.
-        for index in reversed(range(len(inputs))):
-            vector = fake_vector(inputs[index], dims)
-            embedding: Any = vector
-            if body.get("encoding_format") == "base64":
-                embedding = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
-            data.append({"object": "embedding", "index": index, "embedding": embedding})
-        return JSONResponse(
-            {
-                "object": "list",
-                "data": data,
-                "model": body["model"],
-                "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)},
-            }
-        )
+# -- a fake OpenAI-compatible embeddings server (tests/fakes/embeddings_server.py) --
 
 
 @pytest.fixture(scope="module")
