@@ -63,8 +63,10 @@ from services import machine_busy  # noqa: E402
 from memory.db import create_engine, normalize_database_url  # noqa: E402
 from memory.memories import MemoryStore  # noqa: E402
 from memory.migrate import migrate  # noqa: E402
+from memory.owner_indexes import PREFIX  # noqa: E402
 from memory.retrieval import DEFAULT_SCORING  # noqa: E402
 from memory.store import Store  # noqa: E402
+from memory.vector_search import DEFAULT_EF_SEARCH, approximate_settings  # noqa: E402
 
 APP_ROLE, APP_PASSWORD = "salon_app", "salon-app-pw"
 DATABASE = "salon_scale"
@@ -299,6 +301,7 @@ async def measure(
     ef: int | None,
     limit: int = K,
     label: str,
+    mode: str | None = None,
 ) -> dict[str, Any]:
     memories.hnsw_ef_search = ef
     latencies: list[float] = []
@@ -329,8 +332,8 @@ async def measure(
         index = await plan_of(memories, ids, owner, q, exact=exact, limit=limit)
         plans[index] = plans.get(index, 0) + 1
     return {
-        "mode": "exact" if exact else "hnsw",
-        "ef_search": None if exact else (ef or max(40, limit)),
+        "mode": mode or ("exact" if exact else "hnsw"),
+        "ef_search": None if exact else (ef or max(DEFAULT_EF_SEARCH, limit)),
         "limit": limit,
         "queries": len(cases),
         **stats(latencies),
@@ -379,13 +382,14 @@ async def plan_of(
         event.remove(engine.sync_engine, "before_cursor_execute", grab)
     async with memories.store._tx(ids[owner.tenant]) as s:
         if not exact:
-            ef = memories.hnsw_ef_search or max(40, limit)
-            await s.execute(text(f"SET LOCAL hnsw.ef_search = {min(1000, ef)}"))
+            ef = memories.hnsw_ef_search or max(DEFAULT_EF_SEARCH, limit)
+            for name, value in approximate_settings(ef).items():  # as nearest() does
+                await s.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
         conn = await s.connection()
         plan = (await conn.exec_driver_sql("EXPLAIN " + sent["sql"], sent["params"])).all()
     lines = " ".join(r[0] for r in plan)
-    names = ("ix_memories_embedding", "ix_memories_owner", "ix_bench_owner_vectors")
-    used = [name for name in names if name in lines]
+    names = ("ix_memories_embedding", "ix_memories_owner", "ix_bench_owner_vectors", PREFIX)
+    used = [name.rstrip("_") for name in names if name in lines]
     return "+".join(used) or ("seq scan" if "Seq Scan" in lines else "other")
 
 
@@ -433,6 +437,22 @@ async def run_queries(
                         memories, hq, ids, exact=False, ef=ef, label=f"{name} hnsw ef={ef}"
                     )
                 )
+            if name == "heavy_users" and args.owner_indexes:
+                results["owner_indexes"] = await build_owner_indexes(memories, group, ids)
+                for limit in (K, 200):
+                    # What retrieval does for them now: the approximate path, ef = max(200, limit).
+                    out.append(
+                        await measure(
+                            memories,
+                            qs,
+                            ids,
+                            exact=False,
+                            ef=None,
+                            limit=limit,
+                            mode="owner_index",
+                            label=f"{name} owner index, top {limit}",
+                        )
+                    )
         results["iterative_scans"] = await memories.iterative_scans()
     finally:
         await engine.dispose()
@@ -443,13 +463,42 @@ async def run_queries(
     return results
 
 
+async def build_owner_indexes(
+    memories: MemoryStore, heavy: list[Owner], ids: dict[str, str]
+) -> dict[str, Any]:
+    """The product's partial HNSW index (memory/owner_indexes.py) for each heavy user."""
+    assert memories.owner_indexes is not None
+    seconds = []
+    for o in heavy:
+        t0 = time.perf_counter()
+        await memories.owner_indexes.build(ids[o.tenant], ids[o.persona], ids[o.user])
+        seconds.append(time.perf_counter() - t0)
+    async with memories.store.engine.connect() as conn:
+        from sqlalchemy import text
+
+        size = (
+            await conn.execute(
+                text(
+                    "SELECT pg_size_pretty(sum(pg_relation_size(indexrelid))) FROM pg_index i "
+                    "JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname LIKE :p"
+                ),
+                {"p": PREFIX + "%"},
+            )
+        ).scalar_one()
+    return {
+        "indexes": len(heavy),
+        "build_s_each": stats(seconds),
+        "total_size": size,
+    }
+
+
 def mixed(results: dict[str, Any], owners: list[Owner]) -> dict[str, Any]:
     """All users together, heavy users' queries weighted by their share of the memories.
 
     Active users ask more: a user's share of the queries is taken to be their
     share of the memories. ``exact_everywhere``: the exact path for every user;
     ``as_shipped``: what retrieval picks (exact up to ``exact_vector_limit``
-    memories, the HNSW path above it, ``hnsw.ef_search`` = max(40, limit)).
+    memories, the HNSW path above it, ``hnsw.ef_search`` = max(200, limit)).
     """
     regular = results["regular_users"]
     heavy = results["heavy_users"]
@@ -465,7 +514,8 @@ def mixed(results: dict[str, Any], owners: list[Owner]) -> dict[str, Any]:
     # Retrieval asks for the HNSW path above exact_vector_limit memories (heavy users).
     for name, heavy_mode, heavy_ef in (
         ("exact_everywhere", "exact", None),
-        ("as_shipped", "hnsw", 40),
+        ("hnsw_shared_index", "hnsw", 40),
+        ("as_shipped", "owner_index", DEFAULT_EF_SEARCH),
     ):
         reg = pick(regular, "exact", None)
         hv = pick(heavy, heavy_mode, heavy_ef) if heavy else None
@@ -502,6 +552,12 @@ def parse_args() -> argparse.Namespace:
         "--covering-index",
         action="store_true",
         help="experiment: an owner index that INCLUDEs the vectors (dropped after the run)",
+    )
+    p.add_argument(
+        "--owner-indexes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="build the product's partial HNSW index per heavy user, measure the path retrieval takes",
     )
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/memory_scale.json")
     return p.parse_args()

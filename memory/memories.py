@@ -47,6 +47,7 @@ from memory.memory_records import (
     select_records,
 )
 from memory.models import EMBEDDING_DIMENSIONS, Memory, utcnow
+from memory.owner_indexes import OwnerIndexes
 from memory.store import Store
 from memory.vector_search import VectorSearch
 
@@ -69,11 +70,19 @@ class MemoryStore(VectorSearch, EmbeddingSpace):
     is indistinguishable from a missing one.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, *, owner_indexes: bool = True, owner_index_max: int = 500
+    ) -> None:
         self.store = store
         self.dialect = store.engine.dialect.name
         self.dimensions = EMBEDDING_DIMENSIONS  # until adopt_dimensions() says otherwise
         self._pgvector_iterative: bool | None = None
+        # Postgres: partial HNSW indexes for people with very many memories.
+        self.owner_indexes = (
+            OwnerIndexes(store.engine, max_indexes=owner_index_max)
+            if owner_indexes and self.dialect == "postgresql"
+            else None
+        )
 
     # -- writes -----------------------------------------------------------------
 
@@ -225,6 +234,8 @@ class MemoryStore(VectorSearch, EmbeddingSpace):
             result = await s.execute(
                 delete(Memory).where(Memory.tenant_id == tenant_id, Memory.user_id == user_id)
             )
+        if self.owner_indexes is not None:
+            await self.owner_indexes.drop_for_user(tenant_id, user_id)
         return rowcount(result)
 
     async def supersede(

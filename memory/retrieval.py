@@ -151,7 +151,9 @@ async def search(
                 limit=scoring.vector_candidates,
                 kinds=kinds,
                 embedding_model=embedder.model or None,
-                exact=n <= scoring.exact_vector_limit or not await memory_store.iterative_scans(),
+                exact=not await memory_store.approximate_ok(
+                    tenant_id, persona_id, user_id, items=n, exact_limit=scoring.exact_vector_limit
+                ),
             )
         )
     try:

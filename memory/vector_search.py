@@ -18,7 +18,36 @@ from sqlalchemy import Float, LargeBinary, func, or_, select, text, type_coerce
 
 from memory.memory_records import AnySelect, check_embedding, filtered, ordered
 from memory.models import Memory
+from memory.owner_indexes import OwnerIndexes
 from memory.store import Store
+
+# Measured on a person's partial index of 10,000 items (docs/benchmarks.md):
+# ef_search 40 gave recall@10 0.88-0.91, 100 about 0.96, 200 about 0.99.
+DEFAULT_EF_SEARCH = 200
+
+
+def approximate_settings(ef_search: int, *, iterative: bool = False) -> dict[str, str]:
+    """The transaction-local settings of the approximate (HNSW) path.
+
+    - ``hnsw.ef_search``: HNSW yields at most this many rows before the
+      filters apply (at least the limit; capped at 1,000, pgvector's maximum).
+    - ``plan_cache_mode``: a person's partial index (memory/owner_indexes.py)
+      matches only a plan made with the literal owner values, never a cached
+      generic one.
+    - ``enable_sort`` off: otherwise the planner prefers "score all of the
+      person's vectors through the owner index, then sort" (exact, ~1 µs per
+      item), which it estimates cheaper from a LIMIT of ~100 up.
+    - ``hnsw.iterative_scan`` on pgvector >= 0.8: the shared index keeps
+      scanning until the filters have let enough rows through.
+    """
+    settings = {
+        "hnsw.ef_search": str(min(1000, ef_search)),
+        "plan_cache_mode": "force_custom_plan",
+        "enable_sort": "off",
+    }
+    if iterative:
+        settings["hnsw.iterative_scan"] = "relaxed_order"
+    return settings
 
 
 class VectorSearch:
@@ -27,7 +56,8 @@ class VectorSearch:
     store: Store
     dialect: str
     dimensions: int
-    # pgvector's hnsw.ef_search for the approximate path; None = max(40, limit).
+    owner_indexes: OwnerIndexes | None = None
+    # pgvector's hnsw.ef_search for the approximate path; None = max(DEFAULT_EF_SEARCH, limit).
     hnsw_ef_search: int | None = None
     _pgvector_iterative: bool | None = None
 
@@ -82,6 +112,29 @@ class VectorSearch:
         )
         return await self._nearest_exact(tenant_id, base, query, limit)
 
+    async def approximate_ok(
+        self, tenant_id: str, persona_id: str, user_id: str, *, items: int, exact_limit: int
+    ) -> bool:
+        """Should a search over ``items`` live items of this person take the HNSW path?
+
+        Up to ``exact_limit`` items: no, exact scoring is fast and certain.
+        Above it: yes on pgvector >= 0.8 (iterative scans make the shared HNSW
+        index filter-aware), or when the person has their own partial index;
+        otherwise exact, and that index is built in the background
+        (memory/owner_indexes.py), so the next searches are fast.
+        """
+        if items <= exact_limit or self.dialect != "postgresql":
+            return False
+        if await self.iterative_scans():
+            return True
+        indexes = self.owner_indexes
+        if indexes is None:
+            return False
+        if await indexes.has(tenant_id, persona_id, user_id):
+            return True
+        indexes.schedule(tenant_id, persona_id, user_id)
+        return False
+
     async def iterative_scans(self) -> bool:
         """Whether the database's pgvector has HNSW iterative scans (0.8.0 and later)."""
         if self.dialect != "postgresql":
@@ -111,15 +164,12 @@ class VectorSearch:
         q = q.limit(limit)
         async with self.store._tx(tenant_id) as s:
             if not exact:
-                # HNSW yields at most ef_search rows before the owner filter applies.
-                ef = self.hnsw_ef_search or max(40, limit)
-                await s.execute(
-                    text("SELECT set_config('hnsw.ef_search', :ef, true)"),
-                    {"ef": str(min(1000, ef))},
-                )
-                if await self._iterative_scans(s):
+                ef = self.hnsw_ef_search or max(DEFAULT_EF_SEARCH, limit)
+                settings = approximate_settings(ef, iterative=await self._iterative_scans(s))
+                for name, value in settings.items():
                     await s.execute(
-                        text("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+                        text("SELECT set_config(:name, :value, true)"),
+                        {"name": name, "value": value},
                     )
             rows = (await s.execute(q)).all()
         return ordered((r[0], 1.0 - float(r[1])) for r in rows)[:limit]

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     memory_enabled: bool = True
     memory_recall_k: int = 6
     memory_recall_token_budget: int = 300
+    # Postgres: a partial HNSW index per person with over 5,000 live memories (memory/owner_indexes.py).
+    memory_owner_indexes: bool = True
+    memory_owner_index_max: int = 500
     # Queue the memory.reembed job at start when items lack vectors of the configured embedder.
     memory_reembed: bool = True
     memory_summaries: bool = True  # rolling summaries of older history (agents/summaries.py)

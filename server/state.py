@@ -220,7 +220,11 @@ def build_memory(
     if not settings.memory_enabled:
         return None
     return MemoryService(
-        MemoryStore(store),
+        MemoryStore(
+            store,
+            owner_indexes=settings.memory_owner_indexes,
+            owner_index_max=settings.memory_owner_index_max,
+        ),
         configured_embedder(settings),
         MemorySettings(
             recall_k=settings.memory_recall_k,
