@@ -597,3 +597,44 @@ async def test_redis_live_delivery_recovers_after_a_restart(redis_private: Any) 
         await asyncio.gather(task, return_exceptions=True)
         await log.close()
         await redis.aclose()
+
+
+async def test_concurrent_appends_keep_each_conversations_order(log: EventLog) -> None:
+    """Appends of many replies at once (one Redis pipeline per loop turn) keep their order."""
+    cids = [f"conv_batch_{uuid.uuid4().hex}" for _ in range(20)]
+
+    async def reply(cid: str) -> list[Event]:
+        return [await log.append(cid, {"type": "t", "i": i}) for i in range(10)]
+
+    # All 20 replies issue their appends in the same loop turns: batches of 20.
+    appended = await asyncio.gather(*(reply(c) for c in cids))
+    # One conversation's events issued together in one turn also keep their order.
+    burst = await asyncio.gather(*(log.append(cids[0], {"type": "b", "i": i}) for i in range(5)))
+
+    for cid, events in zip(cids, appended, strict=True):
+        assert _seqs(events) == list(range(1, 11))
+        replayed = await log.replay(cid, 0)
+        assert [e["i"] for e in replayed[:10]] == list(range(10))
+        assert all(e["conversation_id"] == cid for e in replayed)
+    assert _seqs(burst) == list(range(11, 16))
+    assert [e["i"] for e in await log.replay(cids[0], 10)] == list(range(5))
+
+
+async def test_redis_batched_appends_reload_a_flushed_script(redis_server: Any) -> None:
+    """Redis lost its scripts (a restart, SCRIPT FLUSH): a batch of appends still succeeds."""
+    from memory.eventlog.redis import RedisEventLog
+    from memory.redis_client import create_redis
+
+    redis = create_redis(redis_server.url)
+    log = RedisEventLog(redis, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    try:
+        cids = [uuid.uuid4().hex for _ in range(8)]
+        await asyncio.gather(*(log.append(c, {"type": "t", "i": 0}) for c in cids))
+        await redis.script_flush()
+        again = await asyncio.gather(*(log.append(c, {"type": "t", "i": 1}) for c in cids))
+        assert [e["seq"] for e in again] == [2] * 8
+        for c in cids:
+            assert [e["i"] for e in await log.replay(c, 0)] == [0, 1]
+    finally:
+        await log.close()
+        await redis.aclose()

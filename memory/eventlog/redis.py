@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from memory.eventlog.base import Event, EventLog, LiveBuffer, ResumeGap, Subscription
 
@@ -123,6 +123,9 @@ class RedisEventLog(EventLog):
         self._reader: asyncio.Task[None] | None = None
         self._dirty = False  # the pub/sub connection must be (re)subscribed
         self._lock = asyncio.Lock()
+        # Appends waiting for this loop turn's pipeline, and pipelines in flight.
+        self._batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        self._flushing: set[asyncio.Task[None]] = set()
 
     # -- keys -------------------------------------------------------------------
 
@@ -141,24 +144,77 @@ class RedisEventLog(EventLog):
     # -- writing ----------------------------------------------------------------
 
     async def append(self, conversation_id: str, event: Event) -> Event:
+        """Append (one Lua script call), batched with the appends of other replies.
+
+        Appends issued during one turn of the event loop (100 replies streaming
+        at once issue many) go to Redis as one pipeline: one write and one
+        round trip instead of one each, in the order they were issued, so one
+        conversation's events keep their order. A lone append waits for
+        nothing but that one loop turn.
+        """
         body = {k: v for k, v in event.items() if k not in ("seq", "conversation_id")}
         payload = json.dumps(body, separators=(",", ":"))
-        seq = int(
-            await self._append(
-                keys=[self._stream(conversation_id), self._seq(conversation_id)],
-                args=[
-                    payload,
-                    self._now_ms(),
-                    self.max_events,
-                    int(self.ttl_seconds * 1000),
-                    self.seq_ttl_ms,
-                    self._channel(conversation_id),
-                    self._high.get(conversation_id, 0),
-                ],
-            )
-        )
+        keys = [self._stream(conversation_id), self._seq(conversation_id)]
+        args = [
+            payload,
+            self._now_ms(),
+            self.max_events,
+            int(self.ttl_seconds * 1000),
+            self.seq_ttl_ms,
+            self._channel(conversation_id),
+            self._high.get(conversation_id, 0),
+        ]
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        self._batch.append((keys, args, done))
+        if len(self._batch) == 1:
+            loop.call_soon(self._send_batch)
+        seq = int(await done)
         self._remember(conversation_id, seq)
         return {**body, "conversation_id": conversation_id, "seq": seq}
+
+    def _send_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        task = asyncio.create_task(self._run_batch(batch))
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _run_batch(
+        self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]
+    ) -> None:
+        try:
+            if len(batch) == 1:
+                keys, args, _ = batch[0]
+                results: list[Any] = [await self._append(keys=keys, args=args)]
+            else:
+                # EVALSHA by hand: a Script called on a pipeline makes every
+                # execute() ask SCRIPT EXISTS first, a second round trip.
+                pipe = self.redis.pipeline(transaction=False)
+                for keys, args, _ in batch:
+                    pipe.evalsha(self._append.sha, len(keys), *keys, *args)
+                results = await pipe.execute(raise_on_error=False)
+                if any(isinstance(r, NoScriptError) for r in results):
+                    # Redis restarted and lost its scripts: these calls load it again.
+                    for i, (keys, args, _) in enumerate(batch):
+                        if isinstance(results[i], NoScriptError):
+                            try:
+                                results[i] = await self._append(keys=keys, args=args)
+                            except RedisError as exc:
+                                results[i] = exc
+        except BaseException as exc:  # the connection failed: every caller hears it
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_exception(exc if isinstance(exc, Exception) else RedisError(repr(exc)))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, _, done), result in zip(batch, results, strict=True):
+            if done.done():
+                continue  # its caller was cancelled
+            if isinstance(result, Exception):
+                done.set_exception(result)
+            else:
+                done.set_result(result)
 
     def _remember(self, conversation_id: str, seq: int) -> None:
         # The highest seq this process issued per conversation, bounded: the
@@ -329,6 +385,8 @@ class RedisEventLog(EventLog):
         await self.redis.ping()
 
     async def close(self) -> None:
+        if self._flushing:  # appends already sent: let their callers hear back
+            await asyncio.gather(*self._flushing, return_exceptions=True)
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
