@@ -44,6 +44,11 @@ ERROR_STATUS = {
     "stt_bad_request": 400,
     "tts_timeout": 504,
     "stt_timeout": 504,
+    # A cloned voice that cannot speak (agents/voice_catalog.py, VoiceUnavailable).
+    "voice_not_found": 404,
+    "voice_revoked": 410,
+    "voice_not_ready": 409,
+    "voice_provider_mismatch": 400,
 }
 
 
@@ -133,12 +138,14 @@ def _from_provider(exc: TTSError | STTError) -> Response:
     )
 
 
-async def _admit(request: Request, config: VoiceConfig) -> None:
+async def _admit(request: Request, config: VoiceConfig) -> str:
+    """Authenticate and count the request; returns the tenant id."""
     principal = await require_principal(request)
     state = state_of(request)
     key = f"voice-rate:{principal.tenant_id}"
     if not await state.hot.hit(key, config.voice_requests_per_minute, 60):
         raise HTTPError(429, "rate_limited", "too many audio requests; try again later")
+    return principal.tenant_id
 
 
 # -- speech ----------------------------------------------------------------------
@@ -197,10 +204,14 @@ async def speech(request: Request) -> Response:
     services = voice_services(request.app)
     config = services.config
     try:
-        await _admit(request, config)
+        tenant_id = await _admit(request, config)
         body = await json_body(request, MAX_SPEECH_BODY)
         text, voice, fmt, rate = _speech_request(body, config)
         tts = await services.tts()
+        # A cloned voice's id (voice_...) speaks as the provider's voice, unless revoked.
+        from server.voices_api import voice_catalog
+
+        voice = await voice_catalog(request.app).resolve(tenant_id, voice, tts.name)
     except HTTPError as exc:
         return _from_http(exc)
     except TTSError as exc:

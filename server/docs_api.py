@@ -202,6 +202,25 @@ OPENAPI: dict[str, Any] = {
         "/v1/audio/transcriptions": {
             "post": _op("OpenAI-compatible transcription (multipart file)")
         },
+        "/v1/voices": {
+            "get": _op("Cloned voices of the tenant (API key; status, limit)"),
+            "post": _op(
+                "Clone a voice from reference audio with a consent record "
+                "(API key; multipart name, file, consent)",
+                ok="201",
+            ),
+        },
+        "/v1/voices/{voice_id}": {
+            "parameters": [_id_param("voice_id")],
+            "get": _op("One cloned voice with its consent record (API key)"),
+            "delete": _op(
+                "Revoke a cloned voice: deleted at the provider, audio deleted (API key)"
+            ),
+        },
+        "/v1/voices/{voice_id}/audit": {
+            "parameters": [_id_param("voice_id")],
+            "get": _op("The voice's audit trail (API key)"),
+        },
     },
 }
 

@@ -50,6 +50,9 @@ POLICY_TABLES = (
     "moderation_flags",
     "feeds",
     "feed_items",
+    "voices",
+    "voice_consents",
+    "voice_audit",
 )
 
 
