@@ -64,6 +64,13 @@ class MediaStorage(ABC):
         found = await self.open(key)
         return None if found is None else found[0][:size]
 
+    async def exists(self, key: str) -> bool:
+        """Whether a file is stored under ``key``."""
+        return await self.head(key, 0) is not None
+
+    async def close(self) -> None:
+        """Release clients and connections (nothing to do for local files)."""
+
 
 class LocalMediaStorage(MediaStorage):
     """Files under ``root`` (``<data dir>/media`` by default).
@@ -164,3 +171,31 @@ class LocalMediaStorage(MediaStorage):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return False
         return True
+
+
+def create_media_storage(
+    kind: str = "local",
+    *,
+    root: Path,
+    bucket: str | None = None,
+    prefix: str = "salon/",
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+) -> MediaStorage:
+    """The configured storage: ``local`` (files under ``root``, the default) or ``s3``."""
+    if kind == "local":
+        return LocalMediaStorage(root)
+    if kind == "s3":
+        from media.storage_s3 import S3MediaStorage
+
+        return S3MediaStorage(
+            bucket or "",
+            prefix=prefix,
+            endpoint_url=endpoint_url,
+            region=region,
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
+        )
+    raise ValueError(f"unknown media storage {kind!r} (SALON_MEDIA_STORAGE: local or s3)")
