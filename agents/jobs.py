@@ -10,6 +10,7 @@ conversation's log, so a client on any replica sees them live or on resume.
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +40,15 @@ def export_folder(tenant_id: str, conversation_id: str) -> str:
 
 def export_key(tenant_id: str, conversation_id: str, job_id: str) -> str:
     return f"{export_folder(tenant_id, conversation_id)}/{job_id}.json"
+
+
+_CODED = re.compile(r"^\[([a-z][a-z0-9_]{0,63})\] (.*)$", re.S)
+
+
+def failure_code(error: str) -> tuple[str, str]:
+    """``("job_failed", error)``, or the code of an error written ``[code] message``."""
+    match = _CODED.match(error)
+    return (match.group(1), match.group(2)) if match else ("job_failed", error)
 
 
 def result_url(job_id: str) -> str:
@@ -142,7 +152,8 @@ def job_event_hook(events: EventLog, store: Store | None = None) -> OnEvent:
         if not isinstance(conversation_id, str) or not conversation_id:
             return
         job_id = str(payload.get("job_id"))
-        kind = payload.get("kind")
+        # Media jobs name what they make (image, video, avatar); others their job kind.
+        kind = args.get("media_kind") or payload.get("kind")
         tenant_id = args.get("tenant_id")
         if name == "progress":
             event: dict[str, Any] = {
@@ -157,14 +168,18 @@ def job_event_hook(events: EventLog, store: Store | None = None) -> OnEvent:
                 "type": "media.done",
                 "job_id": job_id,
                 "kind": kind,
-                "url": result_url(job_id),
+                # A job that made a media item gives its own (signed) URL.
+                "url": result.get("url") or result_url(job_id),
                 "mime": result.get("mime") or "application/octet-stream",
             }
         elif name == "failed":
+            code, message = failure_code(str(payload.get("error") or "the job failed"))
+            if code == "cancelled":
+                return  # the cancel itself was announced (media.cancelled)
             event = {
                 "type": "error",
-                "code": "job_failed",
-                "message": str(payload.get("error") or "the job failed"),
+                "code": code,
+                "message": message,
                 "job_id": job_id,
                 "kind": kind,
             }

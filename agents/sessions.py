@@ -60,6 +60,7 @@ class ServiceParts:
     hot: Any  # memory.hotstate.HotState
     jobs: Any  # media.jobs.JobRunner
     provider: Any  # agents.llm.base.LLMProvider
+    storage: Any = None  # media.storage.MediaStorage
 
 
 @dataclass

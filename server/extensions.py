@@ -1,4 +1,4 @@
-"""The optional parts that plug into conversations: analysis, moderation, feeds.
+"""The optional parts that plug into conversations: analysis, moderation, feeds, media.
 
 Each lives in its own package with an ``install(parts, hooks)`` that registers
 its :class:`agents.sessions.ConversationHooks` and jobs and returns its
@@ -21,9 +21,10 @@ class Extensions:
     analysis: Any = None
     moderation: Any = None
     feeds: Any = None
+    media: Any = None
 
     async def close(self) -> None:
-        for part in (self.feeds, self.moderation, self.analysis):
+        for part in (self.media, self.feeds, self.moderation, self.analysis):
             close = getattr(part, "close", None)
             if close is not None:
                 with contextlib.suppress(Exception):
@@ -32,6 +33,7 @@ class Extensions:
 
 async def install_extensions(parts: ServiceParts, hooks: ConversationHooks) -> Extensions:
     from agents.analysis import install as install_analysis
+    from agents.media_setup import install as install_media
     from agents.moderation import install as install_moderation
     from integrations.rss import install as install_feeds
 
@@ -39,4 +41,5 @@ async def install_extensions(parts: ServiceParts, hooks: ConversationHooks) -> E
     ext.analysis = await install_analysis(parts, hooks)
     ext.moderation = await install_moderation(parts, hooks)
     ext.feeds = await install_feeds(parts, hooks, analysis=ext.analysis)
+    ext.media = await install_media(parts, hooks, moderation=ext.moderation)
     return ext

@@ -25,7 +25,9 @@ from agents.summaries import (
     register_summary_jobs,
 )
 from media.jobs import JobRunner, create_job_runner
-from media.storage import LocalMediaStorage, MediaStorage
+from media.media_config import MediaConfig
+from media.storage import MediaStorage, create_media_storage
+from media.voice_config import secret as secret_value
 from memory.db import create_engine, normalize_database_url
 from memory.embeddings.base import Embedder
 from memory.eventlog import EventLog, InProcessEventLog
@@ -121,7 +123,7 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
         provider = build_provider(settings)
     if settings.llm_preload:
         await provider.start()
-    storage = LocalMediaStorage(settings.media_dir or settings.data_dir / "media")
+    storage = build_storage(settings)
     jobs = create_job_runner(
         settings.redis_url,
         on_event=job_event_hook(events, store),
@@ -141,7 +143,9 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
         register_summary_jobs(jobs, summary_service)
         summaries = ConversationSummaries(summary_service, jobs.enqueue)
     hooks = ConversationHooks()
-    extensions = await install_extensions(ServiceParts(store, events, hot, jobs, provider), hooks)
+    extensions = await install_extensions(
+        ServiceParts(store, events, hot, jobs, provider, storage), hooks
+    )
     service = ConversationService(
         store,
         events,
@@ -234,6 +238,21 @@ def build_memory(
     )
 
 
+def build_storage(settings: Settings) -> MediaStorage:
+    """Where media files go: ``SALON_MEDIA_STORAGE`` (local files or S3)."""
+    config = MediaConfig()
+    return create_media_storage(
+        config.media_storage,
+        root=settings.media_dir or settings.data_dir / "media",
+        bucket=config.media_s3_bucket,
+        prefix=config.media_s3_prefix,
+        endpoint_url=config.media_s3_endpoint_url,
+        region=config.media_s3_region,
+        access_key_id=secret_value(config.media_s3_access_key_id),
+        secret_access_key=secret_value(config.media_s3_secret_access_key),
+    )
+
+
 def configured_embedder(settings: Settings) -> Embedder | None:
     """The ``SALON_EMBEDDINGS_*`` embedder (not loaded yet); None for keyword-only recall."""
     return build_embedder(
@@ -300,14 +319,15 @@ async def close_state(state: AppState) -> None:
     for task in state.background:
         task.cancel()
     await state.service.shutdown(timeout=state.settings.graceful_shutdown_seconds)
+    await state.jobs.close()  # before the services its jobs use
     await state.extensions.close()
-    await state.jobs.close()
     if isinstance(state.events, InProcessEventLog):
         saved = state.events.save(state.settings.data_dir / "eventlog.jsonl")
         log.info("event_log_saved", events=saved)
     await state.events.close()
     await state.hot.close()
     await state.provider.close()
+    await state.storage.close()
     await state.store.close()
 
 

@@ -53,6 +53,8 @@ POLICY_TABLES = (
     "voices",
     "voice_consents",
     "voice_audit",
+    "media_items",
+    "media_quotas",
 )
 
 

@@ -63,6 +63,19 @@ class InjectionRule(Rule):
     memory: MemoryAction = "drop"
 
 
+class ImagesRule(BaseModel):
+    """Generated images (agents/media_jobs.py): what one judged NSFW gets.
+
+    ``block``: withheld (the request ends with ``error`` ``media_refused``);
+    ``flag``: delivered and marked ``nsfw_flagged`` on the item; ``allow``: not
+    checked at all.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    nsfw: Literal["allow", "flag", "block"] = "block"
+
+
 class Policy(BaseModel):
     """Validated policy; ``model_dump()`` is the stored and served JSON."""
 
@@ -77,6 +90,7 @@ class Policy(BaseModel):
         default_factory=lambda: ToxicityRule(input="block", output="block")
     )
     injection: InjectionRule = Field(default_factory=lambda: InjectionRule(input="flag"))
+    images: ImagesRule = Field(default_factory=ImagesRule)
     # When the toxicity endpoint fails or times out: "open" lets the text
     # through (and logs it), "closed" blocks it with ``moderation_unavailable``.
     toxicity_failure: Literal["open", "closed"] = "open"

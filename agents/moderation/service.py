@@ -57,6 +57,15 @@ class InputVerdict:
     original: str = ""
 
 
+@dataclass(frozen=True)
+class FlagContext:
+    """Who a checked text came from, for the flag it may raise (any may be unknown)."""
+
+    persona_id: str | None = None
+    user_id: str | None = None
+    conversation_id: str | None = None
+
+
 class ModerationService:
     def __init__(
         self,
@@ -103,7 +112,21 @@ class ModerationService:
     # -- input --------------------------------------------------------------------
 
     async def check_input(self, session: Session, text: str) -> InputVerdict:
-        policy = await self.policy(session.conversation.tenant_id)
+        conv = session.conversation
+        return await self.check_text(
+            conv.tenant_id,
+            text,
+            FlagContext(conv.persona_id, conv.user_id, conv.id),
+        )
+
+    async def image_action(self, tenant_id: str) -> str:
+        """What a generated image judged NSFW gets under the tenant's policy."""
+        policy = await self.policy(tenant_id)
+        return policy.images.nsfw if policy.enabled else "allow"
+
+    async def check_text(self, tenant_id: str, text: str, context: FlagContext) -> InputVerdict:
+        """The input checks on any text a person sends (a message, a media prompt)."""
+        policy = await self.policy(tenant_id)
         verdict = InputVerdict(text=text, original=text)
         if not policy.enabled:
             return verdict
@@ -148,7 +171,7 @@ class ModerationService:
                 else f"the message was not accepted by moderation ({block.category}); "
                 "it was not stored"
             )
-            await self._flag(session, "input", verdict.hits, text, message_id=None)
+            await self._flag_in(tenant_id, context, "input", verdict.hits, text, message_id=None)
         return verdict
 
     async def input_stored(
@@ -254,38 +277,55 @@ class ModerationService:
         *,
         message_id: str | None,
     ) -> FlagRecord | None:
+        conv = session.conversation
+        context = FlagContext(conv.persona_id, conv.user_id, conv.id)
+        return await self._flag_in(
+            conv.tenant_id, context, direction, hits, text, message_id=message_id
+        )
+
+    async def _flag_in(
+        self,
+        tenant_id: str,
+        context: FlagContext,
+        direction: str,
+        hits: list[Hit],
+        text: str,
+        *,
+        message_id: str | None,
+    ) -> FlagRecord | None:
         """One flag for the flag/block hits of one text; announced on the operator channel."""
         # A classifier outage is not the person's doing: it is logged, not queued.
         review = [h for h in hits if h.action in ("flag", "block") and "unavailable" not in h.kinds]
         if not review:
             return None
-        conv = session.conversation
         action = "block" if any(h.action == "block" for h in review) else "flag"
         details: dict[str, list[str]] = {}
         for h in review:  # one reply can trip a category several times
             details[h.category] = sorted({*details.get(h.category, []), *h.kinds})
         try:
             flag = await self.store.add_flag(
-                conv.tenant_id,
+                tenant_id,
                 NewFlag(
                     direction=direction,
                     categories=sorted({h.category for h in review}),
                     action=action,
                     # PII is never stored in the clear here, whatever the policy says.
                     excerpt=pii.mask(text)[:EXCERPT_CHARS],
-                    persona_id=conv.persona_id,
-                    user_id=conv.user_id,
-                    conversation_id=conv.id,
+                    persona_id=context.persona_id,
+                    user_id=context.user_id,
+                    conversation_id=context.conversation_id,
                     message_id=message_id,
                     details=details,
                 ),
             )
         except Exception as exc:
-            log.warning("moderation_flag_failed", conversation_id=conv.id, error=repr(exc))
+            log.warning(
+                "moderation_flag_failed", conversation_id=context.conversation_id, error=repr(exc)
+            )
             return None
         try:
             await self.events.append(
-                ops_stream(conv.tenant_id), {"type": "moderation.flagged", "flag": flag.to_public()}
+                ops_stream(tenant_id), {"type": "moderation.flagged", "flag": flag.to_public()}
             )
         except Exception as exc:  # the flag is stored; the live channel is best effort
             log.warning("moderation_ops_event_failed", flag_id=flag.id, error=repr(exc))
