@@ -39,7 +39,7 @@ from agents.sessions import (
 )
 from agents.summaries import ConversationSummaries, uncovered
 from agents.turns import Turn, TurnResult
-from agents.voice import ReplySpeaker, ReplyVoice, played_seconds
+from agents.voice import OutputFormat, ReplySpeaker, ReplyVoice, played_seconds
 from memory.eventlog import EventLog
 from memory.hotstate import HotState, InProcessHotState
 from memory.ids import new_id
@@ -62,7 +62,7 @@ class _Pending:
     message: MessageRecord
     params: GenerationParams | None = None
     instructions: str | None = None
-    audio: bool = False  # sent from a session with the audio modality: the reply is spoken
+    audio: OutputFormat | bool = False  # from an audio session: spoken, in this format
 
 
 @dataclass
@@ -207,7 +207,7 @@ class ConversationService:
         text: str,
         params: GenerationParams | None = None,
         instructions: str | None = None,
-        audio: bool = False,
+        audio: OutputFormat | bool | None = False,
     ) -> tuple[MessageRecord, bool]:
         """Store a user message and schedule a reply; a repeated ``client_id`` does nothing.
 
@@ -261,7 +261,7 @@ class ConversationService:
         runner = self._runners.get(conv.id)
         if runner is None:
             runner = self._runners[conv.id] = _Runner(session=session)
-        runner.pending.append(_Pending(message, params, instructions, audio))
+        runner.pending.append(_Pending(message, params, instructions, audio or False))
         if runner.task is None:
             runner.task = asyncio.create_task(self._run(conv.id), name=f"replies:{conv.id}")
         if created and verdict is not None and verdict.hits:
@@ -503,7 +503,8 @@ class ConversationService:
 
         speech: ReplySpeaker | None = None
         if self.voice is not None and any(p.audio for p in batch):
-            speech = self.voice.speaker(session.persona.data, response_id, emit)
+            fmt, tenant = next(p.audio for p in reversed(batch) if p.audio), conv.tenant_id
+            speech = self.voice.speaker(session.persona.data, response_id, emit, fmt, tenant)
         turn = Turn(
             self.provider,
             response_id=response_id,

@@ -24,12 +24,15 @@ import asyncio
 import contextlib
 import re
 import unicodedata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from media.audio import AudioChunk, resample
-from media.tts.base import TTSProvider, VoiceSettings
+from media.tts.base import TTSProvider, VoiceSettings, first_audio
+
+# (sentence index, its speakable text, all text received so far) -> who speaks it, how.
+SentencePlan = Callable[[int, str, str], Awaitable[tuple[TTSProvider, VoiceSettings]]]
 
 # Words that end with a period without ending a sentence (compared lowercased,
 # without the final period). Single letters (initials: "J. R. R.") are handled apart.
@@ -58,18 +61,32 @@ class SentenceSegmenter:
     left. A sentence longer than ``max_chars`` with no boundary in sight is cut
     at a clause break (comma, semicolon, dash) or a space, so one run-on
     sentence cannot hold back the first audio for long.
+
+    ``first_clause_words`` (0 = off): the text's *first* piece ends at the
+    first clause break after at least that many words ("Hello there, it is
+    good to hear from you." -> "Hello there," + the rest), so the first
+    synthesis is short and the listener hears something sooner. Engines that
+    render a whole unit before its first sample (Piper) gain most; the cost
+    is a clause spoken with its own intonation, at a point where a speaker
+    pauses anyway.
     """
 
-    def __init__(self, *, max_chars: int = 300) -> None:
+    def __init__(self, *, max_chars: int = 300, first_clause_words: int = 0) -> None:
         self.max_chars = max_chars
+        self.first_clause_words = first_clause_words
         self._buffer = ""
         self._scan = 0  # everything before this index has been checked for a boundary
+        self._first = True  # no piece handed out yet
 
     def push(self, delta: str) -> list[str]:
         self._buffer += delta
         sentences: list[str] = []
         while True:
             end = self._boundary()
+            if self._first and self.first_clause_words:
+                clause = self._first_clause(end)
+                if clause is not None:
+                    end = clause
             if end is None:
                 end = self._forced_cut()
             if end is None:
@@ -78,13 +95,23 @@ class SentenceSegmenter:
             self._scan = 0
             if piece.strip():
                 sentences.append(piece)
+                self._first = False
             else:  # whitespace only: keep it with the next sentence
                 self._buffer = piece + self._buffer
                 self._scan = len(piece)
 
+    def _first_clause(self, limit: int | None) -> int | None:
+        """End of the first clause of the text, if it comes before ``limit`` (the sentence end)."""
+        window = self._buffer if limit is None else self._buffer[:limit]
+        for match in CLAUSE_BREAK.finditer(window):
+            if len(window[: match.start()].split()) >= self.first_clause_words:
+                return match.end()
+        return None
+
     def flush(self) -> str | None:
         """The tail of the text (the reply ended); ``None`` when nothing is left."""
         tail, self._buffer, self._scan = self._buffer, "", 0
+        self._first = False
         return tail if tail.strip() else None
 
     def cut_probable(self) -> str | None:
@@ -107,6 +134,7 @@ class SentenceSegmenter:
         if "." in marks and _continues(text, dot, marks, "A"):
             return None
         tail, self._buffer, self._scan = self._buffer, "", 0
+        self._first = False
         return tail
 
     @property
@@ -254,7 +282,9 @@ class SpeechStream:
     ``idle_cut_seconds`` after what looks like the end of a sentence, that
     sentence is spoken without waiting for the next word. ``sample_rate``
     resamples every chunk to one rate (clients then get one format whatever
-    the provider); ``None`` keeps the provider's rate.
+    the provider); ``None`` keeps the provider's rate. ``plan`` chooses the
+    provider and voice per sentence (emotion, language: agents/voice_style.py);
+    by default every sentence is spoken by ``tts`` with ``voice``.
 
     :meth:`cancel` (or leaving an ``async with`` block) stops synthesis and
     the text source at once; the iteration then ends. A consumer that stops
@@ -273,10 +303,12 @@ class SpeechStream:
         segmenter: SentenceSegmenter | None = None,
         idle_cut_seconds: float = 0.3,
         sample_rate: int | None = None,
+        plan: SentencePlan | None = None,
     ) -> None:
         self._deltas = deltas
         self._tts = tts
         self._voice = voice or VoiceSettings()
+        self._plan = plan
         self._lookahead = max(0, lookahead)
         self._segmenter = segmenter or SentenceSegmenter()
         self._idle_cut = idle_cut_seconds
@@ -434,7 +466,13 @@ class SpeechStream:
         rendered = 0.0
         spoken = speakable(text)
         if spoken:
-            stream = self._tts.synthesize(spoken, self._voice)
+            tts, voice = self._tts, self._voice
+            if self._plan is not None:
+                tts, voice = await self._plan(index, spoken, self._received)
+            # The reply's first audio is what the listener waits for: engines
+            # with a work queue run it ahead of other replies' later sentences.
+            token = first_audio.set(index == 0)
+            stream = tts.synthesize(spoken, voice)
             try:
                 async for audio in stream:
                     if self._sample_rate and audio.sample_rate != self._sample_rate:
@@ -446,6 +484,7 @@ class SpeechStream:
                         self._out.put_nowait(SpeechChunk(audio, index, offset + rendered))
                         rendered += audio.duration
             finally:
+                first_audio.reset(token)
                 await _close(stream)
         # Also for a sentence with no audio (only emoji): the consumer marks
         # it complete and moves on, which lets the synthesizer go on too.

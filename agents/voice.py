@@ -8,7 +8,10 @@ over the WebSocket").
   that must be spoken it makes a :class:`ReplySpeaker`, which the turn engine
   feeds with the reply's text deltas (through the events it appends) and
   waits for before the final event. Audio goes to the conversation's event
-  log as ``response.audio.delta`` events, so a resumed client replays it.
+  log as ``response.audio.delta`` events, so a resumed client replays it:
+  PCM16, or one MP3 / Ogg Opus stream cut into pieces (agents/voice_format.py).
+  Each sentence's emotion, language and speaker come from
+  agents/voice_style.py.
 - :class:`AudioInput` is one socket's microphone: a bounded PCM buffer, an
   optional server-side VAD, and transcription with the STT provider.
 """
@@ -25,10 +28,19 @@ from typing import Any
 
 import structlog
 
-from agents.speech import SpeechStream
+from agents.speech import SentenceSegmenter, SpeechStream
+from agents.voice_format import OutputFormat, ReplyEncoder, warm_up_encoders
+from agents.voice_style import (
+    OptionalTTSFactory,
+    ReplyStyle,
+    StyleSettings,
+    fallback_from_config,
+    warm_up,
+)
 from media.audio import AudioChunk
 from media.stt.base import STTProvider
 from media.tts.base import TTSProvider, VoiceSettings
+from media.voice_config import VoiceConfig
 
 log = structlog.get_logger(__name__)
 
@@ -37,13 +49,14 @@ CHUNK_MS = 200  # audio per response.audio.delta: ~13 KB of base64, keeps the lo
 IDLE_FLUSH_SECONDS = 0.05  # a partial chunk goes out when the TTS pauses this long
 INPUT_RATE = 16000
 MAX_INPUT_SECONDS = 60.0
+# The reply's first piece ends at the first clause break after this many
+# words: a short first synthesis, so the first audio comes sooner.
+FIRST_CLAUSE_WORDS = 2
 
 Append = Callable[[dict[str, Any]], Awaitable[Any]]
-
-
-def audio_format(sample_rate: int = OUTPUT_RATE) -> dict[str, Any]:
-    """The ``format`` object of ``response.audio.delta``."""
-    return {"type": "pcm16", "sample_rate": sample_rate, "channels": 1}
+# (tenant id, the persona's voice, the speaking provider's name) -> the voice
+# to speak with: e.g. a cloned voice id turned into the provider's own.
+ResolveVoice = Callable[[str, VoiceSettings, str], Awaitable[VoiceSettings]]
 
 
 def persona_voice(data: dict[str, Any], default: VoiceSettings | None = None) -> VoiceSettings:
@@ -59,11 +72,7 @@ def persona_voice(data: dict[str, Any], default: VoiceSettings | None = None) ->
     provider is dropped later (:meth:`ReplySpeaker.voice_for`).
     """
     base = default or VoiceSettings()
-    raw = data.get("voice")
-    if raw is None:
-        ext = data.get("extensions")
-        salon = ext.get("salon") if isinstance(ext, dict) else None
-        raw = salon.get("voice") if isinstance(salon, dict) else None
+    raw = _raw_voice(data)
     if isinstance(raw, str) and raw.strip():
         return VoiceSettings(voice=raw.strip(), language=base.language, speed=base.speed)
     if not isinstance(raw, dict):
@@ -82,13 +91,28 @@ def persona_voice(data: dict[str, Any], default: VoiceSettings | None = None) ->
     )
 
 
-def persona_voice_provider(data: dict[str, Any]) -> str | None:
-    """The provider the persona's voice id was chosen for, if it says."""
+def _raw_voice(data: dict[str, Any]) -> Any:
     raw = data.get("voice")
     if raw is None:
         ext = data.get("extensions")
         salon = ext.get("salon") if isinstance(ext, dict) else None
         raw = salon.get("voice") if isinstance(salon, dict) else None
+    return raw
+
+
+def persona_voice_fixed(data: dict[str, Any]) -> frozenset[str]:
+    """The voice fields the persona sets itself (``language``, ``emotion``): never overridden."""
+    raw = _raw_voice(data)
+    if not isinstance(raw, dict):
+        return frozenset()
+    return frozenset(
+        key for key in ("language", "emotion") if isinstance(raw.get(key), str) and raw[key]
+    )
+
+
+def persona_voice_provider(data: dict[str, Any]) -> str | None:
+    """The provider the persona's voice id was chosen for, if it says."""
+    raw = _raw_voice(data)
     provider = raw.get("provider") if isinstance(raw, dict) else None
     if not isinstance(provider, str) or not provider.strip():
         return None
@@ -97,7 +121,16 @@ def persona_voice_provider(data: dict[str, Any]) -> str | None:
 
 
 class ReplyVoice:
-    """Makes a :class:`ReplySpeaker` per spoken reply; the TTS provider is built on first use."""
+    """Makes a :class:`ReplySpeaker` per spoken reply; the TTS providers are built on first use.
+
+    ``tts`` builds (once) the configured provider; ``fallback`` the one that
+    speaks languages it cannot (default: ``SALON_VOICE_LANGUAGE_FALLBACK``
+    from ``config``). ``config`` (default: the environment's) also says
+    whether emotion and language vary per sentence. ``resolve_voice`` is
+    awaited once per reply before it is spoken (cloned voices: the voice
+    catalog's ``resolve``); if it raises, the text reply goes on and
+    ``response.audio.done`` carries the error.
+    """
 
     def __init__(
         self,
@@ -106,24 +139,72 @@ class ReplyVoice:
         default: VoiceSettings | None = None,
         sample_rate: int = OUTPUT_RATE,
         chunk_ms: int = CHUNK_MS,
+        config: VoiceConfig | None = None,
+        fallback: OptionalTTSFactory | None = None,
+        resolve_voice: ResolveVoice | None = None,
+        first_clause_words: int = FIRST_CLAUSE_WORDS,
     ) -> None:
+        config = config or VoiceConfig()
         self._tts = tts
         self.default = default or VoiceSettings()
         self.sample_rate = sample_rate
         self.chunk_ms = chunk_ms
+        self.style = StyleSettings.from_config(config)
+        self._fallback = fallback if fallback is not None else fallback_from_config(config)
+        self.resolve_voice = resolve_voice
+        self.first_clause_words = first_clause_words
+        # Made inside a running loop (the app's startup): load the models in the
+        # background now, so the first spoken reply does not wait ~1-2 s for them.
+        self._warming: asyncio.Future[None] | None = None
+        with contextlib.suppress(RuntimeError):  # no running loop: start() or first reply
+            self._warming = asyncio.get_running_loop().create_task(self.start())
+
+    async def start(self) -> None:
+        """Load the emotion/language models and the codecs now, not with the first spoken reply."""
+        if self.style.emotion or self.style.detect_language:
+            await warm_up()
+        try:
+            await asyncio.to_thread(warm_up_encoders)
+        except Exception as exc:  # a broken codec: session.start refuses that format anyway
+            log.warning("audio_encoders_unavailable", error=repr(exc))
+
+    async def close(self) -> None:
+        """Release the fallback provider (the main one belongs to whoever built it)."""
+        if self._warming is not None and not self._warming.done():
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._warming
+        close = getattr(self._fallback, "close", None)
+        if close is not None:
+            await close()
 
     def speaker(
-        self, persona_data: dict[str, Any], response_id: str, append: Append
+        self,
+        persona_data: dict[str, Any],
+        response_id: str,
+        append: Append,
+        output: OutputFormat | bool | None = None,
+        tenant_id: str | None = None,
     ) -> ReplySpeaker:
+        """A speaker for one reply; ``output`` is the format the reply's audio is sent in."""
+        if not isinstance(output, OutputFormat):  # True/None: PCM16 at the default rate
+            output = OutputFormat(sample_rate=self.sample_rate)
         return ReplySpeaker(
             self._tts,
             persona_voice(persona_data, self.default),
             response_id,
             append,
-            sample_rate=self.sample_rate,
+            sample_rate=output.sample_rate,
             chunk_ms=self.chunk_ms,
             provider=persona_voice_provider(persona_data),
             default=self.default,
+            output=output,
+            tenant_id=tenant_id,
+            resolve_voice=self.resolve_voice,
+            style=self.style,
+            fixed=persona_voice_fixed(persona_data),
+            fallback=self._fallback,
+            first_clause_words=self.first_clause_words,
         )
 
 
@@ -146,6 +227,13 @@ class ReplySpeaker:
         chunk_ms: int = CHUNK_MS,
         provider: str | None = None,
         default: VoiceSettings | None = None,
+        output: OutputFormat | None = None,
+        tenant_id: str | None = None,
+        resolve_voice: ResolveVoice | None = None,
+        style: StyleSettings | None = None,
+        fixed: frozenset[str] = frozenset(),
+        fallback: OptionalTTSFactory | None = None,
+        first_clause_words: int = 0,
     ) -> None:
         self._tts = tts
         self.voice = voice
@@ -154,6 +242,18 @@ class ReplySpeaker:
         self.response_id = response_id
         self._append = append
         self.sample_rate = sample_rate
+        self.output = output or OutputFormat(sample_rate=sample_rate)
+        if self.output.sample_rate != sample_rate:
+            self.output = replace(self.output, sample_rate=sample_rate)
+        self._encoder: ReplyEncoder | None = self.output.encoder()
+        self.tenant_id = tenant_id
+        self._resolve_voice = resolve_voice
+        # Without settings (direct use, tests) every sentence sounds the same.
+        self.style_settings = style or StyleSettings(emotion=False, detect_language=False)
+        self._fixed = fixed
+        self._fallback = fallback
+        self._first_clause_words = first_clause_words
+        self.style: ReplyStyle | None = None
         # Whole samples only: a chunk never splits one.
         self._chunk_bytes = max(2, sample_rate * chunk_ms // 1000 * 2)
         self._deltas: asyncio.Queue[str | None] = asyncio.Queue()
@@ -191,25 +291,54 @@ class ReplySpeaker:
                 return
             yield delta
 
-    async def _send(self, pcm: bytes) -> None:
+    async def _send(self, pcm: bytes, *, last: bool = False) -> None:
         if self._stopped:
             return  # audio still in hand at a cancel is dropped, not logged
+        data = pcm
+        if self._encoder is not None:
+            data = await self._encoder.encode(pcm) if pcm else b""
+            if last:
+                data += await self._encoder.finish()
+            if self._stopped:
+                return
+        # Played time and heard text are counted in PCM, before any encoding.
+        self.sent_bytes += len(pcm)
+        if not data:
+            return  # the encoder holds it (look-ahead): it comes with the next piece
         await self._append(
             {
                 "type": "response.audio.delta",
                 "response_id": self.response_id,
-                "audio": base64.b64encode(pcm).decode("ascii"),
-                "format": audio_format(self.sample_rate),
+                "audio": base64.b64encode(data).decode("ascii"),
+                "format": self.output.as_dict(),
             }
         )
-        self.sent_bytes += len(pcm)
         self.chunks += 1
+
+    async def _voice(self, tts: TTSProvider) -> VoiceSettings:
+        voice = self.voice_for(tts.name)
+        if self._resolve_voice is not None:
+            voice = await self._resolve_voice(self.tenant_id or "", voice, tts.name)
+        return voice
 
     async def _run(self) -> None:
         try:
             tts = await self._tts()
-            voice = self.voice_for(tts.name)
-            self.stream = SpeechStream(self._text(), tts, voice, sample_rate=self.sample_rate)
+            voice = await self._voice(tts)
+            settings = self.style_settings
+            if settings.emotion or settings.detect_language:
+                await warm_up()  # once per process (ReplyVoice.start does it ahead)
+            self.style = ReplyStyle(
+                tts, voice, settings=settings, fixed=self._fixed, fallback=self._fallback
+            )
+            self.stream = SpeechStream(
+                self._text(),
+                tts,
+                voice,
+                sample_rate=self.sample_rate,
+                plan=self.style,
+                segmenter=SentenceSegmenter(first_clause_words=self._first_clause_words),
+            )
             source = aiter(self.stream)
             pending = b""
             upcoming: asyncio.Future[Any] | None = None
@@ -237,13 +366,14 @@ class ReplySpeaker:
                         piece = pending[: self._chunk_bytes]
                         pending = pending[len(piece) :]
                         await self._send(piece)
-                if pending:
-                    await self._send(pending)
+                await self._send(pending, last=True)
             finally:
                 if upcoming is not None and not upcoming.done():
                     upcoming.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await upcoming
+                elif upcoming is not None and not upcoming.cancelled():
+                    upcoming.exception()  # seen: the end (StopAsyncIteration) is no error
                 await self.stream.aclose()
         except asyncio.CancelledError:
             raise

@@ -243,3 +243,161 @@ def decode(data: bytes, sample_rate: int = 16000) -> AudioChunk:
         raise AudioFormatError(f"could not decode the audio file: {exc}") from exc
     pcm = np.concatenate(parts).astype("<i2").tobytes() if parts else b""
     return AudioChunk(bytes(pcm), sample_rate)
+
+
+# -- streaming encoders (response.audio.delta in MP3 / Ogg Opus) ----------------
+
+# Sample rates each codec takes as input (libmp3lame: MPEG-1/2/2.5 rates).
+STREAM_RATES = {
+    "mp3": (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000),
+    "opus": (8000, 12000, 16000, 24000, 48000),
+}
+# Speech-grade mono bitrates: ~6 KB (MP3) / ~4 KB (Opus) per second of speech.
+STREAM_BITRATES = {"mp3": 48000, "opus": 32000}
+
+
+class StreamEncoder:
+    """Mono PCM16 in, consecutive pieces of *one* MP3 or Ogg Opus stream out.
+
+    :meth:`encode` takes the next piece of audio and returns the bytes the
+    codec finished meanwhile (possibly none: an encoder holds back a few ms
+    of look-ahead); :meth:`finish` returns the rest and ends the stream. The
+    concatenation of everything returned is one valid file, so a client may
+    feed pieces to a streaming decoder (MediaSource, ``ffplay -``) or save
+    them. MP3 is a bare frame stream (no ID3/Xing header: its length is
+    unknown when it starts); Opus is wrapped in Ogg pages (RFC 7845), one
+    page per :meth:`encode` call, written here rather than by FFmpeg's Ogg
+    muxer, which holds its last page back until the next one is full.
+
+    Not thread-safe; calls for one stream must not overlap (they may run on
+    a worker thread: PyAV releases the GIL while the codec works).
+    """
+
+    def __init__(self, fmt: str, sample_rate: int, *, bitrate: int | None = None) -> None:
+        if fmt not in STREAM_RATES:
+            raise AudioFormatError(f"no streaming encoder for {fmt!r}; use mp3 or opus")
+        if sample_rate not in STREAM_RATES[fmt]:
+            raise AudioFormatError(
+                f"{fmt} cannot encode {sample_rate} Hz; use one of {STREAM_RATES[fmt]}"
+            )
+        av = _require_av()
+        codec = {"mp3": "libmp3lame", "opus": "libopus"}[fmt]
+        if codec not in av.codecs_available:
+            raise AudioFormatError(f"this PyAV build has no {codec} encoder")
+        self.format = fmt
+        self.sample_rate = sample_rate
+        self._av = av
+        context = av.CodecContext.create(codec, "w")
+        context.sample_rate = sample_rate
+        context.layout = "mono"
+        context.format = "s16"
+        context.bit_rate = bitrate or STREAM_BITRATES[fmt]
+        if fmt == "opus":
+            context.options = {"application": "voip"}  # tuned for speech
+        context.open()
+        self._context = context
+        self._pts = 0  # samples handed to the codec
+        self._ogg = _OggOpusWriter(bytes(context.extradata or b"")) if fmt == "opus" else None
+        self.finished = False
+
+    def encode(self, pcm: bytes) -> bytes:
+        """Encode the next audio; returns the stream bytes ready now (may be empty)."""
+        if self.finished:
+            raise AudioFormatError("the stream was finished")
+        pcm = pcm[: len(pcm) - len(pcm) % SAMPLE_WIDTH]
+        if not pcm:
+            return b""
+        import numpy as np
+
+        frame = self._av.AudioFrame.from_ndarray(
+            np.frombuffer(pcm, dtype="<i2").reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = self.sample_rate
+        frame.pts = self._pts
+        self._pts += len(pcm) // SAMPLE_WIDTH
+        return self._wrap(list(self._context.encode(frame)), last=False)
+
+    def finish(self) -> bytes:
+        """Flush the codec and end the stream (Ogg: the end-of-stream page)."""
+        if self.finished:
+            return b""
+        self.finished = True
+        return self._wrap(list(self._context.encode(None)), last=True)
+
+    def _wrap(self, packets: list[Any], *, last: bool) -> bytes:
+        if self._ogg is None:
+            return b"".join(bytes(p) for p in packets)  # MP3 packets are whole frames
+        scale = 48000 // self.sample_rate  # Ogg Opus counts time at 48 kHz
+        return self._ogg.page([(bytes(p), int(p.duration or 0) * scale) for p in packets], last)
+
+
+def _ogg_crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        r = i << 24
+        for _ in range(8):
+            r = ((r << 1) ^ 0x04C11DB7) if r & 0x80000000 else r << 1
+        table.append(r & 0xFFFFFFFF)
+    return table
+
+
+_OGG_CRC = _ogg_crc_table()
+
+
+def _ogg_crc(data: bytes) -> int:
+    """Ogg's CRC-32 (polynomial 0x04C11DB7, not reflected: not zlib's)."""
+    crc = 0
+    table = _OGG_CRC
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ table[(crc >> 24) ^ byte]
+    return crc
+
+
+class _OggOpusWriter:
+    """Ogg pages for one Opus stream (RFC 3533 framing, RFC 7845 mapping)."""
+
+    def __init__(self, head: bytes) -> None:
+        import secrets
+
+        if not head.startswith(b"OpusHead"):
+            raise AudioFormatError("the Opus encoder gave no OpusHead header")
+        self.serial = secrets.randbits(32)
+        self.sequence = 0
+        self.granule = 0  # 48 kHz samples decoded through the last packet written
+        vendor = b"salon"
+        tags = b"OpusTags" + struct.pack("<I", len(vendor)) + vendor + struct.pack("<I", 0)
+        # The two header pages go out with the first audio.
+        self._pending = self._page([head], 0, 0x02) + self._page([tags], 0, 0)
+
+    def page(self, packets: list[tuple[bytes, int]], last: bool) -> bytes:
+        out, self._pending = self._pending, b""
+        group: list[bytes] = []
+        segments = 0
+        for i, (data, duration) in enumerate(packets):
+            lacing = len(data) // 255 + 1
+            if group and segments + lacing > 255:  # a page holds 255 lacing values
+                out += self._page(group, self.granule, 0)
+                group, segments = [], 0
+            group.append(data)
+            segments += lacing
+            self.granule += duration
+            if i == len(packets) - 1:
+                out += self._page(group, self.granule, 0x04 if last else 0)
+        return out
+
+    def _page(self, packets: list[bytes], granule: int, flags: int) -> bytes:
+        table = bytearray()
+        for data in packets:
+            table += b"\xff" * (len(data) // 255) + bytes([len(data) % 255])
+        header = (
+            b"OggS\x00"
+            + bytes([flags])
+            + struct.pack("<qII", granule, self.serial, self.sequence)
+            + b"\x00\x00\x00\x00"
+            + bytes([len(table)])
+            + bytes(table)
+        )
+        self.sequence += 1
+        page = bytearray(header + b"".join(packets))
+        page[22:26] = struct.pack("<I", _ogg_crc(bytes(page)))
+        return bytes(page)

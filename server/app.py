@@ -89,9 +89,13 @@ def create_app(
         voice = audio_api.voice_services(app)
         await voice.start()  # loads models only with SALON_VOICE_PRELOAD
         # Replies to audio sessions are spoken with the app's TTS provider (docs/voice.md).
+        # A persona may speak with a cloned voice (voice_...): the catalog resolves
+        # it to the provider's voice, and refuses it once revoked.
         state.service.voice = ReplyVoice(
             voice.tts,
             default=VoiceSettings(voice=voice.config.tts_voice, language=voice.config.tts_language),
+            config=voice.config,
+            resolve_voice=voices_api.voice_catalog(app).resolve,
         )
         # What startup built lives as long as the process: out of the collector's
         # sight, full collections stay short (they pause every socket's events).
@@ -105,6 +109,8 @@ def create_app(
             maintenance.cancel()
             log.info("salon_stopping", open_connections=len(state.connections))
             await close_state(state)
+            if state.service.voice is not None:
+                await state.service.voice.close()
             await audio_api.close_voice(app)
 
     routes = [

@@ -31,6 +31,10 @@ class SessionStart(_Event):
     # "server_vad": the server finds where utterances end in input_audio.append
     # audio and commits them itself (docs/voice.md); None/"none": the client commits.
     turn_detection: Literal["server_vad", "none"] | None = None
+    # The format of spoken replies' response.audio.delta audio: "pcm16" (the
+    # default), "mp3", "opus" or {"type", "sample_rate"?}; checked by
+    # agents/voice_format.py (unsupported_audio_format).
+    output_audio_format: str | dict[str, Any] | None = None
 
 
 class MessageCreate(_Event):

@@ -278,6 +278,10 @@ class Connection:
     async def _session_start(self, event: SessionStart) -> None:
         principal = self.principal
         store = self.state.store
+        output = self.voice.output_format(event.output_audio_format)  # before anything changes
+        if isinstance(output, Exception):
+            await self.error(output.code, str(output))
+            return
         if principal.is_session:
             if event.user is not None and event.user.id != principal.user_id:
                 await self.error("forbidden", "this session token belongs to another user")
@@ -307,7 +311,7 @@ class Connection:
                 await self._follower
         await self._leave()
         self.session = session
-        vad_problem = await self.voice.start(list(event.modalities), event.turn_detection)
+        vad_problem = await self.voice.start(list(event.modalities), event.turn_detection, output)
         conv_id = session.conversation.id
         await self.refresh_presence()
         events = self.state.events
@@ -332,6 +336,7 @@ class Connection:
                 "replying": await self.state.service.replying(conv_id),
                 "modalities": self.voice.modalities,
                 "turn_detection": self.voice.turn_detection,
+                "output_audio_format": self.voice.output.as_dict(),
             }
         )
         if vad_problem is not None:
@@ -367,7 +372,7 @@ class Connection:
             )
             return
         message, created = await self.state.service.submit(
-            self.session, client_id=event.id, text=event.text, audio=self.voice.speaks
+            self.session, client_id=event.id, text=event.text, audio=self.voice.reply_format
         )
         if not created:
             # Processed before: acknowledge again (outside the log) and do nothing else.

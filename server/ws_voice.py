@@ -1,6 +1,8 @@
 """The voice half of a WebSocket connection: input audio in, transcripts and barge-in out.
 
-Pumps ``input_audio.append`` / ``input_audio.commit`` frames into an
+Holds the session's modalities and spoken-reply format
+(``output_audio_format``), and pumps ``input_audio.append`` /
+``input_audio.commit`` frames into an
 :class:`agents.voice.AudioInput`, transcribes utterances with the app's STT
 provider, and submits the text as the user's message through the same path
 as ``message.create`` (docs/voice.md, "Voice over the WebSocket"). Spoken
@@ -24,6 +26,7 @@ from agents.voice import (
     decode_pcm16,
     transcribe,
 )
+from agents.voice_format import PCM16, OutputFormat, OutputFormatError, parse_output_format
 from media.audio import AudioChunk
 from media.stt.base import STTError
 from server.audio_api import voice_services
@@ -43,17 +46,37 @@ class ConnectionVoice:
         self.modalities: list[str] = ["text"]
         self.turn_detection = "none"
         self.input: AudioInput = AudioInput()
+        self.output: OutputFormat = PCM16
 
     @property
     def speaks(self) -> bool:
         """Replies to this session's messages are spoken."""
         return "audio" in self.modalities
 
-    async def start(self, modalities: list[str], turn_detection: str | None) -> str | None:
+    @property
+    def reply_format(self) -> OutputFormat | None:
+        """How replies to this session's messages are spoken (None: they are not)."""
+        return self.output if self.speaks else None
+
+    @staticmethod
+    def output_format(raw: str | dict[str, Any] | None) -> OutputFormat | OutputFormatError:
+        """``session.start``'s ``output_audio_format``, or the error to answer it with."""
+        try:
+            return parse_output_format(raw)
+        except OutputFormatError as exc:
+            return exc
+
+    async def start(
+        self,
+        modalities: list[str],
+        turn_detection: str | None,
+        output: OutputFormat = PCM16,
+    ) -> str | None:
         """Configure for a new session; returns an error message if server VAD is unavailable."""
         self.modalities = list(dict.fromkeys(["text", *modalities]))
         self.turn_detection = "none"
         self.input = AudioInput()
+        self.output = output
         if turn_detection != "server_vad":
             return None
         try:

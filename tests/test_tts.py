@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import shutil
 import struct
 from collections.abc import AsyncIterator, Iterator
@@ -110,6 +111,41 @@ async def test_espeak_speed_language_and_openai_voice_names() -> None:
     assert german.duration > 0.2
 
 
+def test_espeak_emotion_and_language_flags() -> None:
+    tts = EspeakProvider()
+    assert tts.arguments(VoiceSettings()) == ["-v", "en-us", "-s", "175"]
+    sad = tts.arguments(VoiceSettings(emotion="sad"))
+    assert sad == ["-v", "en-us", "-p", "38", "-a", "85", "-s", str(round(175 * 0.88))]
+    excited = tts.arguments(VoiceSettings(emotion="Excited", speed=1.2))
+    assert excited[2:6] == ["-p", "70", "-a", "115"] and excited[-1] == str(round(175 * 1.2 * 1.15))
+    # No mapping (neutral, or a free-text emotion): plain flags.
+    assert tts.arguments(VoiceSettings(emotion="whispering")) == tts.arguments(VoiceSettings())
+    # A language hint picks the voice when the id is for another language; a variant stays.
+    assert tts.arguments(VoiceSettings(voice="en-us", language="de"))[:2] == ["-v", "de"]
+    assert tts.arguments(VoiceSettings(voice="en-us+f3", language="fr"))[:2] == ["-v", "fr+f3"]
+    assert tts.arguments(VoiceSettings(voice="en-gb", language="en-US"))[:2] == ["-v", "en-gb"]
+    assert tts.arguments(VoiceSettings(language="de"))[:2] == ["-v", "de"]
+    assert tts.capabilities.emotion and tts.capabilities.speaks("sw")
+
+
+@needs_espeak
+async def test_espeak_sad_is_slower_than_excited() -> None:
+    tts = EspeakProvider()
+    text = "one two three four five six seven eight"
+    sad = await tts.synthesize_all(text, VoiceSettings(emotion="sad"))
+    excited = await tts.synthesize_all(text, VoiceSettings(emotion="excited"))
+    assert sad.duration > excited.duration * 1.15
+
+
+def test_capabilities_speak_by_primary_language() -> None:
+    from media.tts.base import TTSCapabilities
+
+    english = TTSCapabilities(languages=("en",))
+    assert english.speaks("en-GB") and english.speaks("EN_us") and not english.speaks("de")
+    assert TTSCapabilities(languages=("zh-cn",)).speaks("zh")
+    assert TTSCapabilities(languages=("*",)).speaks("ja")
+
+
 @needs_espeak
 async def test_espeak_unknown_voice_is_a_bad_request() -> None:
     with pytest.raises(TTSError) as err:
@@ -130,7 +166,7 @@ async def test_espeak_cancel_kills_the_process() -> None:
     stream = tts.synthesize("word " * 2000, VoiceSettings())
     first = await anext(stream)
     assert first.data
-    await stream.aclose()  # must return promptly, killing espeak-ng
+    await stream.aclose()  # type: ignore[attr-defined]  # must return promptly, killing espeak-ng
 
 
 # -- Piper (real model, voice extra) --------------------------------------------------------
@@ -167,6 +203,40 @@ async def test_piper_missing_voice_file_is_clear(tmp_path: Path) -> None:
     assert "not found" in str(err.value) or "piper-tts" in str(err.value)
 
 
+def test_piper_emotion_as_pace_and_noise_and_its_languages(tmp_path: Path) -> None:
+    from media.tts.piper import PiperProvider
+
+    tts = PiperProvider()
+    assert tts.capabilities.languages == ("en",) and tts.capabilities.emotion
+    assert tts.synthesis_config(VoiceSettings(speed=2.0)) == {"length_scale": 0.5}
+    assert tts.synthesis_config(VoiceSettings(emotion="neutral")) == {"length_scale": 1.0}
+    sad = tts.synthesis_config(VoiceSettings(emotion="sad"))
+    assert sad == {"length_scale": pytest.approx(1.18), "noise_scale": 0.5, "noise_w_scale": 0.6}
+    excited = tts.synthesis_config(VoiceSettings(emotion="excited"))
+    assert excited["length_scale"] < 1.0 < sad["length_scale"]
+    assert excited["noise_scale"] > 0.667 > sad["noise_scale"]  # livelier / flatter than default
+    # Another voice declares its language in its .onnx.json.
+    (tmp_path / "de.onnx.json").write_text('{"language": {"code": "de_DE"}}')
+    german = PiperProvider(model_path=tmp_path / "de.onnx")
+    assert german.capabilities.languages == ("de-DE",) and german.capabilities.speaks("de")
+    # 2 threads per inference, at least 2 inferences at once (docs/voice.md, "Latency").
+    cores = os.cpu_count() or 1
+    assert tts.threads == min(cores, 2) and tts.workers == max(2, cores // tts.threads)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not has_piper, reason="piper-tts is in the voice-piper extra")
+async def test_piper_sad_is_slower_than_excited() -> None:
+    from media.tts.piper import PiperProvider
+
+    tts = PiperProvider()
+    text = "I did not expect to see you here today."
+    sad = await tts.synthesize_all(text, VoiceSettings(emotion="sad"))
+    excited = await tts.synthesize_all(text, VoiceSettings(emotion="excited"))
+    await tts.close()
+    assert sad.duration > excited.duration * 1.1
+
+
 # -- ElevenLabs (loopback fake of its HTTP API) ---------------------------------------------
 
 
@@ -200,6 +270,30 @@ async def test_elevenlabs_streams_pcm_over_its_wire_format(elevenlabs: FakeEleve
     assert request["body"]["model_id"] == "eleven_turbo_v2_5"
     assert request["body"]["language_code"] == "en"
     assert request["body"]["voice_settings"] == {"speed": 1.1}
+
+
+async def test_elevenlabs_emotion_as_voice_settings(elevenlabs: FakeElevenLabs) -> None:
+    tts = eleven(elevenlabs, model="eleven_multilingual_v2")
+    assert tts.capabilities.emotion
+    await tts.synthesize_all("hi", VoiceSettings(emotion="excited", language="de-DE"))
+    body = elevenlabs.requests[-1]["body"]
+    assert body["voice_settings"] == {"stability": 0.3, "similarity_boost": 0.75, "style": 0.6}
+    assert "language_code" not in body  # multilingual v2 refuses it (and detects by itself)
+    # The persona's own voice_settings win over the emotion's.
+    persona = VoiceSettings(emotion="sad", extra={"voice_settings": {"stability": 0.9}})
+    await tts.synthesize_all("hi", persona)
+    assert elevenlabs.requests[-1]["body"]["voice_settings"] == {
+        "stability": 0.9,
+        "similarity_boost": 0.75,
+        "style": 0.3,
+    }
+    await tts.synthesize_all("hi", VoiceSettings(emotion="neutral"))
+    assert "voice_settings" not in elevenlabs.requests[-1]["body"]
+    await tts.close()
+    flash = eleven(elevenlabs)  # eleven_flash_v2_5 takes language_code, as ISO 639-1
+    await flash.synthesize_all("hi", VoiceSettings(language="de-DE"))
+    await flash.close()
+    assert elevenlabs.requests[-1]["body"]["language_code"] == "de"
 
 
 async def test_elevenlabs_default_voice_for_openai_names(elevenlabs: FakeElevenLabs) -> None:
@@ -250,7 +344,7 @@ async def test_elevenlabs_cancel_aborts_the_request(elevenlabs: FakeElevenLabs) 
     aborted = elevenlabs.aborted
     stream = tts.synthesize("[slow] " + "word " * 200, VoiceSettings())
     assert (await anext(stream)).data
-    await stream.aclose()
+    await stream.aclose()  # type: ignore[attr-defined]
     for _ in range(100):
         if elevenlabs.aborted > aborted:
             break
@@ -269,8 +363,28 @@ def openai_audio() -> Iterator[FakeOpenAIAudio]:
     server.stop()
 
 
+async def test_openai_tts_emotion_as_instructions(openai_audio: FakeOpenAIAudio) -> None:
+    tts = OpenAITTSProvider(api_key="k", base_url=openai_audio.base_url)  # gpt-4o-mini-tts
+    assert tts.capabilities.emotion
+    await tts.synthesize_all("hi", VoiceSettings(emotion="sad"))
+    assert (
+        openai_audio.speech_requests[-1]["instructions"] == "Speak softly, in a sad, subdued tone."
+    )
+    await tts.synthesize_all("hi", VoiceSettings(emotion="neutral"))
+    assert "instructions" not in openai_audio.speech_requests[-1]
+    await tts.close()
+    # tts-1 takes no instructions: none are sent, and it says so.
+    old = OpenAITTSProvider(api_key="k", base_url=openai_audio.base_url, model="tts-1")
+    assert not old.capabilities.emotion
+    await old.synthesize_all("hi", VoiceSettings(emotion="sad"))
+    await old.close()
+    assert "instructions" not in openai_audio.speech_requests[-1]
+
+
 async def test_openai_tts_streams_pcm_24k(openai_audio: FakeOpenAIAudio) -> None:
-    tts = OpenAITTSProvider(api_key="k", base_url=openai_audio.base_url, model="tts-1")
+    tts = OpenAITTSProvider(
+        api_key="k", base_url=openai_audio.base_url, model="gpt-4o-mini-tts-2025-03-20"
+    )
     chunks = [
         c
         async for c in tts.synthesize(
@@ -282,7 +396,7 @@ async def test_openai_tts_streams_pcm_24k(openai_audio: FakeOpenAIAudio) -> None
     assert all(len(c.data) % 2 == 0 for c in chunks)  # 4801-byte pieces re-aligned
     assert sum(len(c.data) for c in chunks) == 2 * int(0.2 * 3 * 24000)
     request = openai_audio.speech_requests[-1]
-    assert request["model"] == "tts-1"
+    assert request["model"] == "gpt-4o-mini-tts-2025-03-20"
     assert request["voice"] == "nova"
     assert request["response_format"] == "pcm"
     assert request["speed"] == 1.5
@@ -311,6 +425,19 @@ async def test_xtts_needs_a_model_folder(tmp_path: Path) -> None:
     assert err.value.code == "tts_unavailable"
     # Without coqui-tts the package is named; with it, the missing config.json is.
     assert "coqui-tts" in str(err.value) or "config.json" in str(err.value)
+
+
+def test_xtts_languages_and_no_emotion() -> None:
+    from media.tts.xtts import xtts_language
+
+    assert [xtts_language(x) for x in (None, "de-AT", "zh", "ZH-CN", "sw")] == [
+        "en",
+        "de",
+        "zh-cn",
+        "zh-cn",
+        "en",
+    ]
+    assert not XTTSProvider.capabilities.emotion and XTTSProvider.capabilities.speaks("zh")
 
 
 async def test_xtts_needs_a_reference_voice(tmp_path: Path) -> None:
@@ -419,7 +546,7 @@ async def test_contract_empty_text_is_silence(any_tts: TTSProvider) -> None:
 async def test_contract_early_close_and_reuse(any_tts: TTSProvider) -> None:
     stream = any_tts.synthesize("One two three. Four five six. Seven eight nine.", VoiceSettings())
     assert (await anext(stream)).data
-    await stream.aclose()
+    await stream.aclose()  # type: ignore[attr-defined]
     # The provider is still usable after a cancelled call.
     again = await any_tts.synthesize_all("Fine.", VoiceSettings(speed=1.2))
     assert again.duration > 0.1

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from media.audio import resample
+from media.audio import codec_available, decode, resample
 from media.tts.base import VoiceSettings
 from media.tts.espeak import EspeakProvider
 from tests.conftest import Client, ServerProcess, connect, server_env
@@ -143,6 +143,63 @@ async def test_resume_replays_the_missed_audio(voice_server: ServerProcess) -> N
     await c2.close()
 
 
+@pytest.mark.skipif(not codec_available("opus"), reason="PyAV is in the voice extra")
+@pytest.mark.parametrize("kind", ["mp3", "opus"])
+async def test_compressed_audio_resumes_into_one_stream(
+    voice_server: ServerProcess, kind: str
+) -> None:
+    c, conv, persona = await _audio_session(
+        voice_server, user=f"phone-{kind}", output_audio_format={"type": kind}
+    )
+    expected = {"type": kind, "sample_rate": 24000, "channels": 1}
+    assert c.events[-1]["output_audio_format"] == expected
+    await c.send({"type": "message.create", "id": "q", "text": "hello"})
+    first = await c.until("response.audio.delta", timeout=20)
+    c.ws.transport.abort()  # the network vanishes after the first piece of audio
+    await asyncio.sleep(0.5)
+
+    c2 = await connect(voice_server)
+    ready = await c2.start(
+        persona["id"],
+        user=f"phone-{kind}",
+        conversation_id=conv,
+        resume_after=first["seq"],
+        modalities=["text", "audio"],
+        output_audio_format=kind,
+    )
+    assert ready["type"] == "session.ready"
+    await c2.until("response.done", timeout=20)
+    audio = [first] + [e for e in c2.events if e["type"] == "response.audio.delta"]
+    assert all(e["format"] == expected for e in audio) and len(audio) > 1
+    done = next(e for e in c2.events if e["type"] == "response.audio.done")
+    assert done["chunks"] == len(audio)
+    # What came before the drop and what was replayed make one stream of the right length.
+    back = decode(b"".join(base64.b64decode(e["audio"]) for e in audio), 24000)
+    slack = 0.005 if kind == "opus" else 0.15  # MP3 keeps the encoder's delay and padding
+    assert abs(back.duration - done["audio_ms"] / 1000) <= slack, (back.duration, done)
+    assert done["audio_ms"] > 500
+    await c2.close()
+
+
+async def test_session_start_refuses_an_output_format_it_cannot_make(
+    voice_server: ServerProcess,
+) -> None:
+    persona = voice_server.create_persona()
+    c = await connect(voice_server)
+    for fmt, words in [
+        ({"type": "flac"}, "flac"),
+        ({"type": "opus", "sample_rate": 44100}, "44100"),
+    ]:
+        err = await c.start(persona["id"], modalities=["text", "audio"], output_audio_format=fmt)
+        assert err["type"] == "error" and err["code"] == "unsupported_audio_format", err
+        assert words in err["message"]
+    await c.send({"type": "message.create", "id": "x", "text": "hi"})
+    assert (await c.until("error"))["code"] == "no_session"  # nothing was started
+    ready = await c.start(persona["id"], modalities=["text", "audio"])
+    assert ready["output_audio_format"] == FORMAT  # PCM16 unless asked
+    await c.close()
+
+
 async def test_barge_in_stores_what_was_heard(voice_server: ServerProcess) -> None:
     c, conv, _ = await _audio_session(voice_server)
     await c.send({"type": "message.create", "id": "s", "text": "[story] tell me"})
@@ -210,7 +267,7 @@ async def test_input_audio_errors_lose_nothing(voice_server: ServerProcess) -> N
     err = await c.until("error")
     assert err["code"] == "no_session" and err["id"] == "a0"
     await c.start(persona["id"], modalities=["text", "audio"])
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"audio": "not base64!!"}, "invalid_audio"),
         ({"audio": _b64(b"\x01\x02\x03")}, "invalid_audio"),
         ({"audio": _b64(b"RIFF" + bytes(100))}, "unsupported_audio_format"),

@@ -107,7 +107,12 @@ def test_persona_voice_from_persona_json_and_card_extension() -> None:
     assert (v.voice, v.speed) == ("nova", 1.0)
     assert persona_voice_provider({"voice": {"provider": "ElevenLabs"}}) == "elevenlabs"
     speaker = ReplySpeaker(
-        FakeTTS, v, "r", lambda e: asyncio.sleep(0), provider="elevenlabs", default=default
+        FakeTTS,  # type: ignore[arg-type]  # never called: only voice_for is
+        v,
+        "r",
+        lambda e: asyncio.sleep(0),
+        provider="elevenlabs",
+        default=default,
     )
     assert speaker.voice_for("espeak").voice == "en-us"
     assert speaker.voice_for("elevenlabs").voice == "nova"

@@ -24,7 +24,7 @@ from media.tts.base import VoiceSettings
 from media.voice_config import VoiceConfig
 from memory.db import create_engine, normalize_database_url
 from memory.store import Store
-from tests.conftest import SALON_BIN, ServerProcess, server_env
+from tests.conftest import SALON_BIN, ServerProcess, connect, server_env
 from tests.fakes.elevenlabs_server import API_KEY, FakeElevenLabs, tone
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -442,3 +442,39 @@ def test_speech_with_a_cloned_voice_until_it_is_revoked(
     assert len(elevenlabs.requests) == spoken  # nothing was sent to the provider
     r = speak("voice_" + "0" * 28)
     assert r.status_code == 404 and r.json()["error"]["code"] == "voice_not_found"
+
+
+async def test_a_persona_speaks_with_its_cloned_voice_over_the_socket(
+    make_server: Any, elevenlabs: FakeElevenLabs
+) -> None:
+    """A persona whose voice is a clone's Salon id is spoken with the provider's clone id."""
+    srv = make_server(
+        SALON_TTS_PROVIDER="elevenlabs",
+        SALON_TTS_ELEVENLABS_API_KEY=API_KEY,
+        SALON_TTS_ELEVENLABS_BASE_URL=elevenlabs.base_url,
+        SALON_VOICE_REQUESTS_PER_MINUTE="1000",
+        SALON_VOICE_DETECT_LANGUAGE="false",
+    )
+    voice = clone(srv).json()
+    provider_id = _provider_id(elevenlabs, voice["id"])
+    persona = srv.create_persona(voice={"provider": "elevenlabs", "voice": voice["id"]})
+
+    async def spoken_reply(user: str) -> list[dict[str, Any]]:
+        c = await connect(srv)
+        await c.start(persona["id"], user=user, modalities=["text", "audio"])
+        await c.send({"type": "message.create", "id": "m1", "text": "hello"})
+        await c.until("response.done", timeout=20)
+        await c.close()
+        return [e for e in c.events if e["type"].startswith("response.audio")]
+
+    events = await spoken_reply("first")
+    assert any(e["type"] == "response.audio.delta" for e in events)
+    assert elevenlabs.requests[-1]["voice_id"] == provider_id
+
+    assert httpx.delete(f"{srv.url}/v1/voices/{voice['id']}", headers=srv.auth).status_code == 200
+    spoken = len(elevenlabs.requests)
+    events = await spoken_reply("second")
+    done = next(e for e in events if e["type"] == "response.audio.done")
+    assert not any(e["type"] == "response.audio.delta" for e in events)
+    assert done["error"]["code"] == "voice_revoked"  # the text reply went on without audio
+    assert len(elevenlabs.requests) == spoken

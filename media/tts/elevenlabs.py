@@ -19,12 +19,31 @@ from typing import Any
 import httpx
 
 from media.audio import SAMPLE_WIDTH, AudioChunk
-from media.tts.base import OPENAI_VOICES, TTSCapabilities, TTSError, TTSProvider, VoiceSettings
+from media.tts.base import (
+    OPENAI_VOICES,
+    TTSCapabilities,
+    TTSError,
+    TTSProvider,
+    VoiceSettings,
+    primary_language,
+)
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 DEFAULT_MODEL = "eleven_flash_v2_5"
 DEFAULT_VOICE_ID = "21m00Tcm4TlvDq8ikWAM"  # "Rachel", one of the premade voices
 PCM_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
+# Emotion -> voice_settings. Lower stability lets the voice vary more (more
+# expressive), style exaggerates the speaker's delivery; similarity_boost is
+# ElevenLabs' default, sent because voice_settings replaces the stored ones.
+EMOTION_SETTINGS: dict[str, dict[str, float]] = {
+    "cheerful": {"stability": 0.4, "similarity_boost": 0.75, "style": 0.35},
+    "excited": {"stability": 0.3, "similarity_boost": 0.75, "style": 0.6},
+    "sad": {"stability": 0.6, "similarity_boost": 0.75, "style": 0.3},
+    "angry": {"stability": 0.3, "similarity_boost": 0.75, "style": 0.7},
+}
+# Only these models take language_code; the others refuse it (and detect the
+# language by themselves).
+LANGUAGE_CODE_MODELS = ("eleven_flash_v2_5", "eleven_turbo_v2_5", "eleven_v3")
 
 
 class ElevenLabsProvider(TTSProvider):
@@ -56,7 +75,7 @@ class ElevenLabsProvider(TTSProvider):
             streaming=True,
             languages=("*",),  # multilingual models; language_code steers them
             cloning=True,  # cloned voices are used by their voice id
-            emotion=False,
+            emotion=True,  # as voice_settings (EMOTION_SETTINGS)
             sample_rates=PCM_RATES,
             output_formats=("pcm", "wav"),
         )
@@ -71,14 +90,16 @@ class ElevenLabsProvider(TTSProvider):
 
     def _body(self, text: str, voice: VoiceSettings) -> dict[str, Any]:
         body: dict[str, Any] = {"text": text, "model_id": self.model}
-        settings: dict[str, Any] = dict(voice.extra.get("voice_settings") or {})
+        # The emotion's settings first: explicit voice_settings (the persona's) win.
+        settings: dict[str, Any] = dict(EMOTION_SETTINGS.get((voice.emotion or "").lower(), {}))
+        settings.update(voice.extra.get("voice_settings") or {})
         if voice.speed != 1.0:
             # ElevenLabs accepts 0.7..1.2; clamp rather than fail a reply.
             settings["speed"] = min(max(voice.speed, 0.7), 1.2)
         if settings:
             body["voice_settings"] = settings
-        if voice.language:
-            body["language_code"] = voice.language
+        if voice.language and self.model.startswith(LANGUAGE_CODE_MODELS):
+            body["language_code"] = primary_language(voice.language)
         return body
 
     async def synthesize(self, text: str, voice: VoiceSettings) -> AsyncIterator[AudioChunk]:

@@ -4,7 +4,9 @@ Formant synthesis: robotic, but ~100 languages, no model files and a
 real-time factor near 0.01. Run as an asyncio subprocess (never blocking the
 event loop) with the text on stdin, so no text is ever parsed as a flag;
 ``--stdout`` writes a streamed WAV whose PCM is forwarded as it arrives.
-Closing the iterator kills the process.
+Closing the iterator kills the process. Emotion is approximated with the
+pitch, speed and loudness flags (``-p``, ``-s``, ``-a``); a language hint
+picks the voice when the voice id is for another language.
 """
 
 from __future__ import annotations
@@ -15,11 +17,25 @@ import shutil
 from collections.abc import AsyncIterator
 
 from media.audio import SAMPLE_WIDTH, AudioChunk, AudioFormatError, parse_wav_header
-from media.tts.base import OPENAI_VOICES, TTSCapabilities, TTSError, TTSProvider, VoiceSettings
+from media.tts.base import (
+    OPENAI_VOICES,
+    TTSCapabilities,
+    TTSError,
+    TTSProvider,
+    VoiceSettings,
+    primary_language,
+)
 
 INSTALL_HINT = "install the espeak-ng package (Debian/Ubuntu: apt-get install espeak-ng)"
 BASE_WPM = 175  # espeak-ng's default speaking rate, words per minute
 CHUNK_BYTES = 4096
+# Emotion -> (pitch 0-99, default 50; speed factor; amplitude 0-200, default 100).
+EMOTION_CONTROLS: dict[str, tuple[int, float, int]] = {
+    "cheerful": (62, 1.05, 100),
+    "excited": (70, 1.15, 115),
+    "sad": (38, 0.88, 85),
+    "angry": (42, 1.08, 125),
+}
 
 
 class EspeakProvider(TTSProvider):
@@ -29,6 +45,7 @@ class EspeakProvider(TTSProvider):
     capabilities = TTSCapabilities(
         streaming=True,
         languages=("*",),  # espeak-ng --voices lists ~100
+        emotion=True,  # approximated: pitch, speed, loudness (EMOTION_CONTROLS)
         local=True,
         output_formats=("pcm", "wav"),
     )
@@ -54,19 +71,31 @@ class EspeakProvider(TTSProvider):
         name = voice.voice
         if not name or name in OPENAI_VOICES:
             return voice.language or self.default_voice
+        # espeak-ng voices are languages ("en-us", "de", "en-us+f3": + a variant):
+        # a hint for another language (a German reply, detected) wins over the id.
+        base, plus, variant = name.partition("+")
+        if voice.language and primary_language(voice.language) != primary_language(base):
+            return voice.language + plus + variant
         return name
+
+    def arguments(self, voice: VoiceSettings) -> list[str]:
+        """The espeak-ng flags for ``voice``: voice, speed, and emotion as pitch/speed/loudness."""
+        speed = min(max(voice.speed, 0.25), 4.0)
+        args = ["-v", self._voice(voice)]
+        controls = EMOTION_CONTROLS.get((voice.emotion or "").lower())
+        if controls is not None:
+            pitch, factor, amplitude = controls
+            speed *= factor
+            args += ["-p", str(pitch), "-a", str(amplitude)]
+        return [*args, "-s", str(round(BASE_WPM * speed))]
 
     async def synthesize(self, text: str, voice: VoiceSettings) -> AsyncIterator[AudioChunk]:
         if not text.strip():
             return
-        speed = min(max(voice.speed, 0.25), 4.0)
         process = await asyncio.create_subprocess_exec(
             self._executable(),
             "--stdout",
-            "-v",
-            self._voice(voice),
-            "-s",
-            str(round(BASE_WPM * speed)),
+            *self.arguments(voice),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

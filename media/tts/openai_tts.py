@@ -3,7 +3,9 @@
 Uses the official ``openai`` SDK (a core dependency, as for the LLM) with
 ``with_streaming_response`` and ``response_format="pcm"``: raw PCM16 mono at
 24 kHz, forwarded as the bytes arrive. ``instructions`` (how to say it) is
-sent for the emotion of :class:`VoiceSettings` on models that take it.
+sent for the emotion of :class:`VoiceSettings` on models that take it (not
+``tts-1``/``tts-1-hd``). The API has no language parameter: the voices speak
+the language of the text.
 """
 
 from __future__ import annotations
@@ -20,6 +22,14 @@ from media.tts.base import TTSCapabilities, TTSError, TTSProvider, VoiceSettings
 PCM_RATE = 24000  # fixed by the API for response_format=pcm
 DEFAULT_MODEL = "gpt-4o-mini-tts"
 DEFAULT_VOICE = "alloy"
+# Salon's emotions (media.tts.base.EMOTIONS) as instructions; any other
+# emotion a persona names is passed on in a generic sentence.
+EMOTION_INSTRUCTIONS = {
+    "cheerful": "Speak in a cheerful, warm tone.",
+    "excited": "Speak with excitement and energy.",
+    "sad": "Speak softly, in a sad, subdued tone.",
+    "angry": "Speak in an angry, tense tone.",
+}
 
 
 class OpenAITTSProvider(TTSProvider):
@@ -47,7 +57,8 @@ class OpenAITTSProvider(TTSProvider):
         self.capabilities = TTSCapabilities(
             streaming=True,
             languages=("*",),
-            emotion=True,  # through ``instructions``
+            # Through ``instructions``, which tts-1 and tts-1-hd do not take.
+            emotion=not self.model.startswith("tts-1"),
             output_formats=("pcm", "wav"),
         )
         self._client = openai.AsyncOpenAI(
@@ -71,8 +82,10 @@ class OpenAITTSProvider(TTSProvider):
         }
         if voice.speed != 1.0:
             request["speed"] = min(max(voice.speed, 0.25), 4.0)
-        if voice.emotion:
-            request["instructions"] = f"Speak with a {voice.emotion} tone."
+        if self.capabilities.emotion and voice.emotion and voice.emotion.lower() != "neutral":
+            request["instructions"] = EMOTION_INSTRUCTIONS.get(
+                voice.emotion.lower(), f"Speak with a {voice.emotion} tone."
+            )
         try:
             async with self._client.audio.speech.with_streaming_response.create(
                 **request

@@ -28,6 +28,7 @@ from media.tts.base import (
     TTSProvider,
     VoiceSettings,
     iterate_in_thread,
+    primary_language,
 )
 
 SAMPLE_RATE = 24000
@@ -53,6 +54,17 @@ LANGUAGES = (
 INSTALL_HINT = "install it with: pip install coqui-tts (see docs/voice.md)"
 
 
+def xtts_language(language: str | None) -> str:
+    """XTTS's code for ``language`` ("zh" -> "zh-cn", "de-AT" -> "de"); English if unknown."""
+    if not language:
+        return "en"
+    wanted = language.strip().lower().replace("_", "-")
+    if wanted in LANGUAGES:
+        return wanted
+    primary = primary_language(wanted)
+    return next((code for code in LANGUAGES if primary_language(code) == primary), "en")
+
+
 class XTTSProvider(TTSProvider):
     """XTTS-v2 from a local model folder; see the module docstring."""
 
@@ -61,6 +73,9 @@ class XTTSProvider(TTSProvider):
         streaming=True,
         languages=LANGUAGES,
         cloning=True,
+        # XTTS takes its delivery from the reference recording; it has no
+        # emotion control (temperature only trades stability for variety).
+        emotion=False,
         local=True,
         output_formats=("pcm", "wav"),
     )
@@ -134,7 +149,7 @@ class XTTSProvider(TTSProvider):
                 "or the persona voice's reference audio",
                 code="tts_bad_request",
             )
-        language = (voice.language or "en").lower()
+        language = xtts_language(voice.language)
         speed = min(max(voice.speed, 0.5), 2.0)
 
         def produce(stop: threading.Event) -> Iterator[AudioChunk]:
