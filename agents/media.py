@@ -270,6 +270,72 @@ class MediaService:
             except Exception as exc:  # the row is gone; a stray file is only disk space
                 log.warning("media_file_delete_failed", key=key, error=repr(exc))
 
+    # -- avatars -----------------------------------------------------------------
+
+    async def import_avatar(
+        self,
+        tenant_id: str,
+        persona_id: str,
+        data: bytes,
+        *,
+        source_url: str | None = None,
+        filename: str | None = None,
+        requested_by: str | None = None,
+    ) -> MediaRecord:
+        """Store an uploaded or fetched GLB/VRM (Ready Player Me, VRoid) as the persona's avatar.
+
+        Validated first (media/avatar/importer.py): a bad file raises
+        :class:`MediaError` ``invalid_request`` and nothing is stored.
+        """
+        from media.avatar.importer import import_avatar
+        from media.generation import MediaGenerationError
+
+        try:
+            result = await asyncio.to_thread(
+                import_avatar, data, max_bytes=self.config.avatar_import_max_bytes
+            )
+        except MediaGenerationError as exc:
+            raise MediaError(exc.code, str(exc)) from exc
+        ref = await self.store_file(tenant_id, result.data, result.mime)
+        options = {k: v for k, v in (("url", source_url), ("filename", filename)) if v}
+        record = await self.media.create(
+            tenant_id,
+            kind="avatar",
+            prompt="",
+            persona_id=persona_id,
+            options=options,
+            requested_by=requested_by,
+            source="import",
+        )
+        await self.media.start(tenant_id, record.id, "import")
+        done = await self.media.finish(
+            tenant_id,
+            record.id,
+            sha256=ref.sha256,
+            storage_key=ref.key,
+            mime=ref.mime,
+            size=ref.size,
+            meta=result.meta,
+        )
+        assert done is not None  # nothing else knows this item yet
+        log.info("avatar_imported", media_id=record.id, persona_id=persona_id, bytes=ref.size)
+        return done
+
+    async def persona_avatar(self, tenant_id: str, persona_id: str) -> MediaRecord | None:
+        """The persona's avatar: the latest imported one, else the latest generated."""
+        for source in ("import", "generated"):
+            found = await self.media.list_items(
+                tenant_id,
+                persona_id=persona_id,
+                kind="avatar",
+                source=source,
+                states=("done",),
+                limit=1,
+            )
+            if found:
+                return found[0]
+        return None
+
     # -- quotas ------------------------------------------------------------------
 
     async def quota(self, tenant_id: str) -> dict[str, int]:

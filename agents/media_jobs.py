@@ -166,7 +166,7 @@ async def _generate(
         fps=int(options.get("fps") or service.config.video_fps),
         seed=options.get("seed"),
         negative_prompt=options.get("negative_prompt"),
-        options={k: v for k, v in options.items() if k == "animations"},
+        options={k: v for k, v in options.items() if k in ("animations", "fade_in")},
     )
     if record.kind == "video":
         image = await _input_image(service, record, look, reporter)

@@ -59,7 +59,9 @@ class VoiceConfig(BaseSettings):
     voice_preload: bool = False  # load local models on the first request, not at start
 
     # -- expressive speech (agents/voice.py): emotion and language per sentence
-    voice_emotion: str = "auto"  # auto = from each sentence's sentiment unless the persona fixes one; off
+    voice_emotion: str = (
+        "auto"  # auto = from each sentence's sentiment unless the persona fixes one; off
+    )
     voice_detect_language: bool = True  # detect a reply's language unless the persona fixes one
     # Speaks languages the configured provider cannot (e.g. German with the English Piper voice).
     voice_language_fallback: str = "espeak"  # a provider name, or "" for none

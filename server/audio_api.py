@@ -33,7 +33,14 @@ from media.stt.registry import create_stt
 from media.tts.base import TTSError, TTSProvider, VoiceSettings
 from media.tts.registry import create_tts
 from media.voice_config import VoiceConfig
-from server.http_util import HTTPError, json_body, require_principal, state_of
+from server.http_util import (
+    HTTPError,
+    json_body,
+    parse_multipart,
+    read_limited,
+    require_principal,
+    state_of,
+)
 
 MAX_SPEECH_BODY = 256 * 1024
 PCM_DEFAULT_RATE = 24000  # what OpenAI's response_format=pcm carries
@@ -262,42 +269,6 @@ async def speech(request: Request) -> Response:
 # -- transcription ---------------------------------------------------------------
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise HTTPError(413, "file_too_large", f"the upload exceeds {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPError(413, "file_too_large", f"the upload exceeds {limit} bytes")
-    return bytes(body)
-
-
-async def _form(request: Request, body: bytes) -> Any:
-    """Parse the multipart body already read (so its size was bounded first)."""
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    replay = Request(request.scope, receive)
-    try:
-        return await replay.form(max_files=1, max_fields=20, max_part_size=64 * 1024)
-    except AssertionError as exc:  # Starlette's way of saying python-multipart is missing
-        raise HTTPError(
-            501,
-            "unavailable",
-            "multipart uploads need python-multipart: pip install 'salon[voice]'",
-        ) from exc
-    except ValueError as exc:
-        raise HTTPError(400, "invalid_request", f"malformed multipart body: {exc}") from exc
-
-
 def _field(form: Any, name: str) -> str | None:
     value = form.get(name)
     if value is None or value == "":
@@ -315,8 +286,8 @@ async def transcriptions(request: Request) -> Response:
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith("multipart/form-data"):
             raise HTTPError(400, "invalid_request", "send the audio as multipart/form-data 'file'")
-        body = await _read_limited(request, config.voice_max_upload_bytes + 64 * 1024)
-        form = await _form(request, body)
+        body = await read_limited(request, config.voice_max_upload_bytes + 64 * 1024)
+        form = await parse_multipart(request, body)
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise HTTPError(400, "invalid_request", "'file' (the audio to transcribe) is required")

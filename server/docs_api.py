@@ -225,6 +225,15 @@ OPENAPI: dict[str, Any] = {
             "get": _op("One media item, with a fresh signed URL once done"),
             "delete": _op("Cancel if unfinished and delete the item (and its unshared file)"),
         },
+        "/v1/personas/{persona_id}/avatar": {
+            "parameters": [_id_param("persona_id")],
+            "get": _op("The persona's 3D avatar (latest imported, else generated)"),
+            "post": _op(
+                "Import a GLB/VRM avatar (API key; multipart file, or JSON url)",
+                body='{"url": "https://models.readyplayer.me/abc.glb"}',
+                ok="201",
+            ),
+        },
         "/v1/media/{media_id}/cancel": {
             "parameters": [_id_param("media_id")],
             "post": _op("Cancel a queued or running generation"),

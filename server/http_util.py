@@ -56,3 +56,49 @@ async def json_body(request: Request, max_bytes: int = MAX_JSON_BODY) -> dict[st
     if not isinstance(data, dict):
         raise HTTPError(400, "invalid_json", "request body must be a JSON object")
     return data
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The whole request body, or 413 ``file_too_large`` as soon as it passes ``limit``."""
+    too_large = HTTPError(413, "file_too_large", f"the upload exceeds {limit} bytes")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+async def parse_multipart(
+    request: Request, body: bytes, *, max_files: int = 1, max_part_size: int = 64 * 1024
+) -> Any:
+    """Parse a multipart body already read (so its size was bounded first).
+
+    ``max_part_size`` bounds the non-file fields; files are bounded by the body.
+    A malformed body is 400 ``invalid_request``.
+    """
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    replay = Request(request.scope, receive)
+    try:
+        return await replay.form(max_files=max_files, max_fields=20, max_part_size=max_part_size)
+    except AssertionError as exc:  # Starlette's way of saying python-multipart is missing
+        raise HTTPError(
+            501, "unavailable", "multipart uploads need python-multipart (a core dependency)"
+        ) from exc
+    except StarletteHTTPException as exc:  # what Starlette makes of a multipart parse error
+        raise HTTPError(400, "invalid_request", f"malformed multipart body: {exc.detail}") from exc
+    except ValueError as exc:
+        raise HTTPError(400, "invalid_request", f"malformed multipart body: {exc}") from exc

@@ -30,7 +30,14 @@ from agents.media import MediaError, MediaService
 from media.signed_urls import verify
 from memory.media_store import STATES, MediaRecord
 from server.auth import Principal
-from server.http_util import HTTPError, json_body, require_principal, state_of
+from server.http_util import (
+    HTTPError,
+    json_body,
+    parse_multipart,
+    read_limited,
+    require_principal,
+    state_of,
+)
 
 ERROR_STATUS = {
     "invalid_request": 400,
@@ -147,7 +154,7 @@ async def create_media(request: Request) -> Response:
             persona_id=persona_id,
             user_id=user_id,
             conversation_id=cid,
-            options=_options(options),
+            options=parse_options(options),
             requested_by=principal.kind,
         )
     except MediaError as exc:
@@ -157,7 +164,7 @@ async def create_media(request: Request) -> Response:
     return JSONResponse(service.public(record), 202, headers={"Location": url})
 
 
-def _options(options: dict[str, Any]) -> dict[str, Any]:
+def parse_options(options: dict[str, Any]) -> dict[str, Any]:
     """Known generation options, type-checked (the rest is refused)."""
     ints = {"width": (64, 2048), "height": (64, 2048), "steps": (1, 200), "fps": (1, 60)}
     out: dict[str, Any] = {}
@@ -174,6 +181,10 @@ def _options(options: dict[str, Any]) -> dict[str, Any]:
                 or not 0.5 <= value <= 30
             ):
                 raise HTTPError(400, "invalid_request", "options.seconds must be 0.5..30")
+            out[key] = float(value)
+        elif key == "fade_in":
+            if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 5:
+                raise HTTPError(400, "invalid_request", "options.fade_in must be 0..5 seconds")
             out[key] = float(value)
         elif key == "seed":
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**32:
@@ -299,6 +310,75 @@ async def put_quota(request: Request) -> Response:
     return JSONResponse(await service.quota(principal.tenant_id))
 
 
+async def put_persona_avatar(request: Request) -> Response:
+    """Import a GLB/VRM as the persona's avatar: a multipart ``file``, or JSON ``{"url"}``."""
+    principal = await require_principal(request, api_key_only=True)
+    service = media_service(request)
+    persona_id = await _persona_id(request, principal, request.path_params["persona_id"])
+    limit = service.config.avatar_import_max_bytes
+    url: str | None = None
+    filename: str | None = None
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await parse_multipart(request, await read_limited(request, limit + 64 * 1024))
+        try:
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise HTTPError(400, "invalid_request", "a 'file' part (GLB or VRM) is needed")
+            data = await upload.read()
+            filename = upload.filename
+        finally:
+            await form.close()
+    else:
+        body = await json_body(request)
+        url = body.get("url")
+        data = await _fetch_avatar(service, url)
+    try:
+        record = await service.import_avatar(
+            principal.tenant_id,
+            persona_id,
+            data,
+            source_url=url,
+            filename=filename,
+            requested_by=principal.kind,
+        )
+    except MediaError as exc:
+        _raise(exc)
+        raise
+    return JSONResponse(service.public(record), 201)
+
+
+async def _fetch_avatar(service: MediaService, url: Any) -> bytes:
+    """Download an avatar with the project's SSRF guard (no private addresses, capped size)."""
+    from integrations.rss.fetch import Fetcher, FetchError
+
+    if not isinstance(url, str) or not url:
+        raise HTTPError(400, "invalid_request", "give a multipart 'file' or JSON {\"url\": ...}")
+    fetcher = Fetcher(
+        allow_private=service.config.avatar_import_allow_private,
+        timeout_seconds=30.0,
+        max_bytes=service.config.avatar_import_max_bytes,
+        max_redirects=3,
+        user_agent="Salon avatar import",
+    )
+    try:
+        result = await fetcher.fetch(url)
+    except FetchError as exc:
+        raise HTTPError(400, "fetch_failed", f"the avatar could not be fetched: {exc}") from exc
+    finally:
+        await fetcher.close()
+    return result.body or b""
+
+
+async def get_persona_avatar(request: Request) -> Response:
+    principal = await require_principal(request)
+    service = media_service(request)
+    persona_id = await _persona_id(request, principal, request.path_params["persona_id"])
+    record = await service.persona_avatar(principal.tenant_id, persona_id)
+    if record is None:
+        raise HTTPError(404, "no_avatar", "this persona has no avatar yet")
+    return JSONResponse(service.public(record))
+
+
 routes = [
     Route("/v1/media", create_media, methods=["POST"]),
     Route("/v1/media", list_media, methods=["GET"]),
@@ -308,4 +388,6 @@ routes = [
     Route("/v1/media/{media_id}", get_media, methods=["GET"]),
     Route("/v1/media/{media_id}", delete_media, methods=["DELETE"]),
     Route("/v1/media/{media_id}/cancel", cancel_media, methods=["POST"]),
+    Route("/v1/personas/{persona_id}/avatar", put_persona_avatar, methods=["POST"]),
+    Route("/v1/personas/{persona_id}/avatar", get_persona_avatar, methods=["GET"]),
 ]

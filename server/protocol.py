@@ -74,7 +74,15 @@ class InputAudioCommit(_Event):
 class MediaCreate(_Event):
     type: Literal["media.create"]
     kind: Literal["image", "video", "avatar"]
-    prompt: str
+    prompt: Annotated[str, Field(max_length=4000)] = ""  # required for image and video
+    options: dict[str, Any] | None = None  # width, height, steps, seconds, fps, seed, ...
+    # The client's id: a repeated id is processed once.
+    id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+
+class MediaCancel(_Event):
+    type: Literal["media.cancel"]
+    job_id: Annotated[str, Field(min_length=1, max_length=100)]
     id: str | None = None
 
 
@@ -85,7 +93,8 @@ ClientEvent = Annotated[
     | Ping
     | InputAudioAppend
     | InputAudioCommit
-    | MediaCreate,
+    | MediaCreate
+    | MediaCancel,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[ClientEvent] = TypeAdapter(ClientEvent)
@@ -98,6 +107,7 @@ KNOWN_TYPES = frozenset(
         "input_audio.append",
         "input_audio.commit",
         "media.create",
+        "media.cancel",
     ]
 )
 

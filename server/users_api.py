@@ -114,8 +114,8 @@ async def _delete_exports(storage: MediaStorage, tenant_id: str, conversation_id
 
 
 async def forget_user(request: Request) -> Response:
-    """Delete a person entirely: messages, conversations, memories, live event logs,
-    and the files of their conversation exports (API key only)."""
+    """Delete a person entirely: messages, conversations, memories, media, live event
+    logs, and the files of their conversation exports (API key only)."""
     principal, user = await _user(request, api_key_only=True)
     state = state_of(request)
     conversations = await state.store.list_conversations(principal.tenant_id, user_id=user.id)
@@ -124,8 +124,12 @@ async def forget_user(request: Request) -> Response:
         forgotten = await state.memory.memories.delete_for_user(principal.tenant_id, user.id)
     if state.extensions.analysis is not None:  # per-user analytics buckets
         await state.extensions.analysis.analyses.forget_user(principal.tenant_id, user.id)
+    media = 0
+    if state.extensions.media is not None:  # their images, videos, avatars and unshared files
+        media = await state.extensions.media.forget_user(principal.tenant_id, user.id)
     counts = await state.store.delete_user(principal.tenant_id, user.id)
     counts["memories"] = forgotten
+    counts["media"] = media
     for conv in conversations:  # the hot log holds message text too
         await state.events.forget(conv.id)
     counts["export_files"] = await _delete_exports(

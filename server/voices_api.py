@@ -27,7 +27,6 @@ import json
 from typing import Any
 
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -37,7 +36,14 @@ from media.tts.cloning import CloningError, unavailable_message
 from memory.voices_store import STATUSES, ConsentRecord, VoiceRecord
 from server.audio_api import voice_services
 from server.auth import bearer_token
-from server.http_util import HTTPError, json_body, require_principal, state_of
+from server.http_util import (
+    HTTPError,
+    json_body,
+    parse_multipart,
+    read_limited,
+    require_principal,
+    state_of,
+)
 
 FORM_SLACK = 64 * 1024  # room for the text fields and multipart framing beyond the audio
 MAX_FILES = 26  # 25 samples (ElevenLabs' limit) + the consent recording
@@ -69,39 +75,6 @@ async def _actor(request: Request) -> str:
     credential = bearer_token(request.headers.get("authorization"))
     record = await state_of(request).store.find_api_key(credential) if credential else None
     return f"api_key:{record.id}" if record is not None else "api_key"
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    too_large = HTTPError(413, "file_too_large", f"the upload exceeds {limit} bytes")
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
-
-
-async def _form(request: Request, body: bytes) -> Any:
-    """Parse the multipart body already read (so its size was bounded first)."""
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    replay = Request(request.scope, receive)
-    try:
-        return await replay.form(max_files=MAX_FILES, max_fields=20, max_part_size=FORM_SLACK)
-    except StarletteHTTPException as exc:  # what Starlette makes of a multipart parse error
-        raise HTTPError(400, "invalid_request", f"malformed multipart body: {exc.detail}") from exc
-    except ValueError as exc:
-        raise HTTPError(400, "invalid_request", f"malformed multipart body: {exc}") from exc
 
 
 def _text_field(form: Any, name: str, *, limit: int = 1000) -> str | None:
@@ -138,7 +111,8 @@ async def create_voice(request: Request) -> Response:
             400, "invalid_request", "send multipart/form-data: name, file (1+), consent (JSON)"
         )
     limit = config.voice_clone_max_bytes
-    form = await _form(request, await _read_limited(request, limit + FORM_SLACK))
+    raw_body = await read_limited(request, limit + FORM_SLACK)
+    form = await parse_multipart(request, raw_body, max_files=MAX_FILES, max_part_size=FORM_SLACK)
     try:
         uploads = [f for f in (*form.getlist("file"), *form.getlist("files")) if f != ""]
         if not all(isinstance(f, UploadFile) for f in uploads):

@@ -21,12 +21,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agents.conversations import ConversationError, Session
 from memory.eventlog import ResumeGap, follow
-from server import metrics
+from server import metrics, ws_media
 from server.auth import Principal, authenticate, bearer_token
 from server.limits import TokenBucket, origin_allowed
 from server.protocol import (
     InputAudioAppend,
     InputAudioCommit,
+    MediaCancel,
     MediaCreate,
     MessageCreate,
     Ping,
@@ -260,9 +261,9 @@ class Connection:
             elif isinstance(event, InputAudioCommit):
                 await self.voice.commit(event)
             elif isinstance(event, MediaCreate):
-                await self.error(
-                    "not_supported", "media generation is not enabled on this server", event.id
-                )
+                await ws_media.media_create(self, event)
+            elif isinstance(event, MediaCancel):
+                await ws_media.media_cancel(self, event)
         except ConversationError as exc:
             await self.error(exc.code, str(exc), getattr(event, "id", None))
         except Exception as exc:

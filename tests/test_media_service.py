@@ -29,6 +29,7 @@ from media.generation import (
     MediaGenerator,
     MediaRequest,
     Progress,
+    no_progress,
 )
 from media.jobs.inprocess import InProcessJobRunner
 from media.media_config import MediaConfig
@@ -64,7 +65,9 @@ class StepGenerator(MediaGenerator):
         self.done_steps = 0
         self.cancelled = False
 
-    async def generate(self, request: MediaRequest, progress: Progress) -> GeneratedMedia:
+    async def generate(
+        self, request: MediaRequest, progress: Progress = no_progress
+    ) -> GeneratedMedia:
         self.requests.append(request)
         try:
             for step in range(1, self.steps + 1):
@@ -83,10 +86,17 @@ class StepGenerator(MediaGenerator):
 class Unavailable(MediaGenerator):
     name = "missing"
 
-    async def generate(self, request: MediaRequest, progress: Progress) -> GeneratedMedia:
+    async def generate(
+        self, request: MediaRequest, progress: Progress = no_progress
+    ) -> GeneratedMedia:
         raise MediaGenerationError(
             "no weights: set SALON_IMAGE_DIFFUSERS_MODEL", code="generator_unavailable"
         )
+
+
+def _always(generator: MediaGenerator) -> Any:
+    """A generator factory that hands out this one instance."""
+    return lambda config: generator
 
 
 @dataclass
@@ -154,7 +164,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         events,
         config,
         secret=SECRET,
-        generators=Generators(config, {k: (lambda c, g=g: g) for k, g in gens.items()}),
+        generators=Generators(config, {k: _always(g) for k, g in gens.items()}),
         nsfw_score=nsfw,
     )
     w.service = service
@@ -330,8 +340,9 @@ async def test_a_video_animates_the_personas_latest_image_or_a_new_one(world: Wo
     await world.events_until({"media.done"}, second)
     assert len(world.gens["image"].requests) == images_before  # reused the latest image
     stored = await world.service.media.get(world.tenant, image_id)
-    data, _ = await world.storage.open(stored.storage_key)  # type: ignore[union-attr, misc]
-    assert world.gens["video"].requests[-1].image == data
+    assert stored is not None and stored.storage_key is not None
+    opened = await world.storage.open(stored.storage_key)
+    assert opened is not None and world.gens["video"].requests[-1].image == opened[0]
 
 
 async def test_deleting_keeps_a_shared_file_until_its_last_item_goes(world: World) -> None:

@@ -390,16 +390,19 @@ async def test_graceful_shutdown_closes_sockets_and_the_reply_stays_resumable(
     await c2.close()
 
 
-async def test_ping_pong_and_unsupported_modalities(
+async def test_ping_pong_and_a_media_kind_that_does_not_exist(
     server: ServerProcess, persona: dict[str, Any]
 ) -> None:
     c = await connect(server)
     await c.send({"type": "ping", "id": "p1"})
     assert (await c.until("pong"))["id"] == "p1"
-    await c.start(persona["id"])
-    await c.send({"type": "media.create", "kind": "image", "prompt": "a cat", "id": "img"})
+    await c.send({"type": "media.create", "kind": "image", "prompt": "a cat", "id": "early"})
     err = await c.until("error")
-    assert err["code"] == "not_supported" and err["id"] == "img"
+    assert err["code"] == "no_session" and err["id"] == "early"
+    await c.start(persona["id"])
+    await c.send({"type": "media.create", "kind": "sound", "prompt": "a cat", "id": "img"})
+    err = await c.until("error")
+    assert err["code"] == "invalid_event" and err["id"] == "img"
     await c.close()
 
 
