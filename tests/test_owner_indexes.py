@@ -41,11 +41,14 @@ def _vector(rng: random.Random) -> list[float]:
 
 
 async def _fill(
-    memories: MemoryStore, o: Owner, n: int, seed: int, *, like_text: bool = False
+    memories: MemoryStore, o: Owner, n: int, seed: int, *, anchor: int | None = None
 ) -> list[list[float]]:
-    """``n`` items; random vectors, or (``like_text``) the fake model's vectors of their texts."""
+    """``n`` items "memory <i>" with random vectors; item ``anchor`` gets the fake
+    model's vector of its own text (so a search for that text finds it by vector)."""
     rng = random.Random(seed)
-    vectors = [FakeEmbedder.vector(f"memory {i}") if like_text else _vector(rng) for i in range(n)]
+    vectors = [
+        FakeEmbedder.vector(f"memory {i}") if i == anchor else _vector(rng) for i in range(n)
+    ]
     await memories.add_many(
         o.tenant,
         [
@@ -147,7 +150,7 @@ async def test_a_heavy_persons_index_is_built_used_and_dropped_when_forgotten(
 async def test_retrieval_asks_for_an_index_past_the_limit_and_then_uses_it(store: Store) -> None:
     memories = MemoryStore(store)
     o = await _owner(store, "grows")
-    await _fill(memories, o, 120, seed=3, like_text=True)
+    await _fill(memories, o, 120, seed=3, anchor=7)
     scoring = Scoring(exact_vector_limit=100)
     assert memories.owner_indexes is not None
 
