@@ -10,6 +10,7 @@ from __future__ import annotations
 import memory.feeds_store
 import memory.media_store
 import memory.moderation_store
+import memory.social_store
 import memory.voices_store
 from memory.models import Base
 
@@ -22,5 +23,6 @@ _TABLE_MODULES = (
     memory.feeds_store,
     memory.media_store,
     memory.moderation_store,
+    memory.social_store,
     memory.voices_store,
 )

@@ -27,8 +27,10 @@ from server import (
     memories_api,
     moderation_api,
     openai_api,
+    social_api,
     users_api,
     voices_api,
+    webhooks_api,
 )
 from server.config import Settings
 from server.docs_api import docs_routes
@@ -124,6 +126,8 @@ def create_app(
         *audio_api.routes,
         *voices_api.routes,
         *media_api.routes,
+        *social_api.routes,
+        *webhooks_api.routes,
         *openai_api.routes,
         *docs_routes,
         WebSocketRoute("/v1/ws", websocket_endpoint),

@@ -238,6 +238,53 @@ OPENAPI: dict[str, Any] = {
             "parameters": [_id_param("media_id")],
             "post": _op("Cancel a queued or running generation"),
         },
+        "/v1/webhooks/{platform}": {
+            "parameters": [_id_param("platform")],
+            "get": _op("Platform verification: Meta hub.challenge, X CRC (meta, x)", auth=False),
+            "post": _op(
+                "A signed platform delivery of comments (X-Hub-Signature-256 / "
+                "x-twitter-webhooks-signature); ?app= for a tenant's app",
+                auth=False,
+            ),
+        },
+        "/v1/social/apps": {
+            "get": _op("The tenant's own Meta/X apps (API key)"),
+            "post": _op("Register an app: its webhook secrets (API key)", ok="201"),
+        },
+        "/v1/social/apps/{app_id}": {
+            "parameters": [_id_param("app_id")],
+            "delete": _op("Remove an app (API key)"),
+        },
+        "/v1/social/accounts": {
+            "get": _op("Connected platform accounts (API key)"),
+            "post": _op(
+                "Connect an account to a persona, with credentials and a reply policy (API key)",
+                body='{"platform": "instagram", "account_id": "1784...", "persona": "captain-ada", '
+                '"credentials": {"access_token": "..."}, "policy": {"mode": "approval"}}',
+                ok="201",
+            ),
+        },
+        "/v1/social/accounts/{account_id}": {
+            "parameters": [_id_param("account_id")],
+            "get": _op("One connected account (API key)"),
+            "patch": _op("Change persona, credentials, policy or enabled (API key)"),
+            "delete": _op("Disconnect (API key)"),
+        },
+        "/v1/social/deliveries": {"get": _op("The webhook and poll delivery log (API key)")},
+        "/v1/replies": {"get": _op("Comments and their replies (?status=pending, account, limit)")},
+        "/v1/replies/{reply_id}": {
+            "parameters": [_id_param("reply_id")],
+            "get": _op("One comment and its reply (API key)"),
+            "patch": _op("Edit a pending reply's text (API key)", body='{"text": "..."}'),
+        },
+        "/v1/replies/{reply_id}/approve": {
+            "parameters": [_id_param("reply_id")],
+            "post": _op("Approve (optionally edited text) and send (API key)"),
+        },
+        "/v1/replies/{reply_id}/reject": {
+            "parameters": [_id_param("reply_id")],
+            "post": _op("Reject a reply: it is never sent (API key)"),
+        },
         "/v1/voices": {
             "get": _op("Cloned voices of the tenant (API key; status, limit)"),
             "post": _op(

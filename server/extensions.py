@@ -1,4 +1,4 @@
-"""The optional parts that plug into conversations: analysis, moderation, feeds, media.
+"""The optional parts that plug into conversations: analysis, moderation, feeds, media, social.
 
 Each lives in its own package with an ``install(parts, hooks)`` that registers
 its :class:`agents.sessions.ConversationHooks` and jobs and returns its
@@ -22,9 +22,10 @@ class Extensions:
     moderation: Any = None
     feeds: Any = None
     media: Any = None
+    social: Any = None
 
     async def close(self) -> None:
-        for part in (self.media, self.feeds, self.moderation, self.analysis):
+        for part in (self.social, self.media, self.feeds, self.moderation, self.analysis):
             close = getattr(part, "close", None)
             if close is not None:
                 with contextlib.suppress(Exception):
@@ -36,10 +37,12 @@ async def install_extensions(parts: ServiceParts, hooks: ConversationHooks) -> E
     from agents.media_setup import install as install_media
     from agents.moderation import install as install_moderation
     from integrations.rss import install as install_feeds
+    from integrations.social import install as install_social
 
     ext = Extensions()
     ext.analysis = await install_analysis(parts, hooks)
     ext.moderation = await install_moderation(parts, hooks)
     ext.feeds = await install_feeds(parts, hooks, analysis=ext.analysis)
     ext.media = await install_media(parts, hooks, moderation=ext.moderation)
+    ext.social = await install_social(parts, hooks, moderation=ext.moderation)
     return ext

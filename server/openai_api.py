@@ -21,7 +21,8 @@ from starlette.routing import Route
 
 from agents.conversations import ConversationError
 from agents.llm.base import GenerationParams
-from memory.eventlog import ResumeGap, follow
+from agents.replies import reply_events
+from memory.eventlog import ResumeGap
 from server.http_util import HTTPError, json_body, require_principal, state_of
 
 
@@ -165,7 +166,7 @@ async def chat_completions(request: Request) -> Response:
                 f"see GET /v1/conversations/{conv_id}/messages",
                 "duplicate_request",
             )
-    reply = _reply_events(state, conv_id, start_seq, message.id)
+    reply = reply_events(state.events, conv_id, start_seq, message.id)
 
     if not stream:
         parts: list[str] = []
@@ -234,24 +235,6 @@ async def chat_completions(request: Request) -> Response:
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-
-
-async def _reply_events(
-    state: Any, conv_id: str, after: int, message_id: str
-) -> AsyncIterator[dict[str, Any]]:
-    """The events of the reply that answers ``message_id`` (it may queue behind another)."""
-    response_id: str | None = None
-    async for event in follow(state.events, conv_id, after):
-        kind = event["type"]
-        if response_id is None:
-            if kind == "response.created" and message_id in event.get("reply_to", []):
-                response_id = event["response_id"]
-            continue
-        if event.get("response_id") != response_id:
-            continue
-        yield event
-        if kind in ("response.done", "response.cancelled", "error"):
-            return
 
 
 def _usage(state: Any, prompt_tokens: int, content: str) -> dict[str, int]:

@@ -164,6 +164,8 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
         hooks=hooks,
     )
     await service.start()
+    if extensions.social is not None:  # comment replies go through conversations
+        extensions.social.conversations = service
     await jobs.start()
     if memory is not None and memory.embedder is not None:
         # Warm the embedder in the background: a cold first recall would wait ~10 s.

@@ -55,6 +55,9 @@ POLICY_TABLES = (
     "voice_audit",
     "media_items",
     "media_quotas",
+    "social_apps",
+    "social_accounts",
+    "social_comments",
 )
 
 

@@ -40,4 +40,6 @@ class SocialSettings(BaseSettings):
     social_dedupe_hours: float = Field(default=72.0, gt=0)  # deliveries/comments remembered
     social_max_skew_seconds: float = Field(default=300.0, gt=0)  # signed timestamps older: replays
     social_reply_attempts: int = Field(default=5, ge=1)
+    social_retry_base_seconds: float = Field(default=5.0, gt=0)  # doubles per attempt, max 1 h
+    social_sweep_seconds: float = Field(default=5.0, gt=0)  # how often due retries are started
     social_request_timeout_seconds: float = Field(default=20.0, gt=0)
