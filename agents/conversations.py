@@ -241,8 +241,11 @@ class ConversationService:
             # Stored but not acknowledged: the client resends it after the
             # restart and the resend finds it never answered.
             raise ConversationError("shutdown", "the server is shutting down; send it again")
+        # Taken over by an operator: stored and acknowledged, answered by them.
+        paused = self.hooks.paused is not None and await self.hooks.paused(conv.id)
         pending = f"pending:{message.id}"
-        await self.hot.put(pending, {"conversation_id": conv.id}, ttl_seconds=600)
+        if not paused:
+            await self.hot.put(pending, {"conversation_id": conv.id}, ttl_seconds=600)
         accepted: dict[str, Any] = {
             "type": "message.accepted",
             "message_id": message.id,
@@ -258,12 +261,11 @@ class ConversationService:
             with contextlib.suppress(Exception):
                 await self.hot.delete(pending)
             raise
-        runner = self._runners.get(conv.id)
-        if runner is None:
-            runner = self._runners[conv.id] = _Runner(session=session)
-        runner.pending.append(_Pending(message, params, instructions, audio or False))
-        if runner.task is None:
-            runner.task = asyncio.create_task(self._run(conv.id), name=f"replies:{conv.id}")
+        if not paused:
+            runner = self._runners.setdefault(conv.id, _Runner(session=session))
+            runner.pending.append(_Pending(message, params, instructions, audio or False))
+            if runner.task is None:
+                runner.task = asyncio.create_task(self._run(conv.id), name=f"replies:{conv.id}")
         if created and verdict is not None and verdict.hits:
             await moderation.input_stored(session, verdict, message)
         self._after_message(session, message)

@@ -68,3 +68,6 @@ class ConversationHooks:
     after_message: list[AfterMessage] = field(default_factory=list)
     context: list[Context] = field(default_factory=list)
     moderation: Any = None  # agents.moderation's hook object, when configured
+    # paused(conversation_id) -> True while an operator has taken the conversation
+    # over (agents/takeover.py): messages are stored, the bot does not answer.
+    paused: Callable[[str], Awaitable[bool]] | None = None

@@ -11,6 +11,7 @@ import memory.feeds_store
 import memory.media_store
 import memory.moderation_store
 import memory.social_store
+import memory.takeovers_store
 import memory.voices_store
 from memory.models import Base
 
@@ -24,5 +25,6 @@ _TABLE_MODULES = (
     memory.media_store,
     memory.moderation_store,
     memory.social_store,
+    memory.takeovers_store,
     memory.voices_store,
 )

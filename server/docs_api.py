@@ -238,6 +238,24 @@ OPENAPI: dict[str, Any] = {
             "parameters": [_id_param("media_id")],
             "post": _op("Cancel a queued or running generation"),
         },
+        "/v1/conversations/{conversation_id}/takeover": {
+            "parameters": [_id_param("conversation_id")],
+            "get": _op("The active takeover and the recorded ones (API key)"),
+            "post": _op(
+                "Take over: pause the bot, speak in its place (API key)",
+                body='{"mode": "persona", "name": "Sam"}',
+                ok="201",
+            ),
+            "delete": _op("Hand back to the bot (API key)"),
+        },
+        "/v1/conversations/{conversation_id}/takeover/messages": {
+            "parameters": [_id_param("conversation_id")],
+            "post": _op(
+                "The operator's message, delivered as the persona's reply (API key)",
+                body='{"text": "Hi, a human here.", "name": "Sam"}',
+                ok="201",
+            ),
+        },
         "/v1/webhooks/{platform}": {
             "parameters": [_id_param("platform")],
             "get": _op("Platform verification: Meta hub.challenge, X CRC (meta, x)", auth=False),

@@ -23,6 +23,7 @@ class Extensions:
     feeds: Any = None
     media: Any = None
     social: Any = None
+    takeover: Any = None  # agents.takeover.TakeoverService (always on)
 
     async def close(self) -> None:
         for part in (self.social, self.media, self.feeds, self.moderation, self.analysis):

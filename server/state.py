@@ -24,6 +24,7 @@ from agents.summaries import (
     SummarySettings,
     register_summary_jobs,
 )
+from agents.takeover import TakeoverService
 from media.jobs import JobRunner, create_job_runner
 from media.media_config import MediaConfig
 from media.storage import MediaStorage, create_media_storage
@@ -35,6 +36,7 @@ from memory.hotstate import HotState, InProcessHotState
 from memory.memories import MemoryStore
 from memory.migrate import migrate
 from memory.store import Conflict, Store
+from memory.takeovers_store import TakeoverStore
 from server.auth import SessionTokens
 from server.config import Settings
 from server.extensions import Extensions, install_extensions
@@ -142,7 +144,8 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
         summary_service = build_summaries(settings, store, memory, provider)
         register_summary_jobs(jobs, summary_service)
         summaries = ConversationSummaries(summary_service, jobs.enqueue)
-    hooks = ConversationHooks()
+    takeover = TakeoverService(store, TakeoverStore(store), events, hot)
+    hooks = ConversationHooks(paused=takeover.paused)
     extensions = await install_extensions(
         ServiceParts(store, events, hot, jobs, provider, storage), hooks
     )
@@ -166,6 +169,8 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
     await service.start()
     if extensions.social is not None:  # comment replies go through conversations
         extensions.social.conversations = service
+    takeover.conversations = service  # a takeover cancels the reply in flight
+    extensions.takeover = takeover
     await jobs.start()
     if memory is not None and memory.embedder is not None:
         # Warm the embedder in the background: a cold first recall would wait ~10 s.

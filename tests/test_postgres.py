@@ -58,6 +58,7 @@ POLICY_TABLES = (
     "social_apps",
     "social_accounts",
     "social_comments",
+    "takeovers",
 )
 
 
