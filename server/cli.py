@@ -360,6 +360,66 @@ def memory_reembed(
     )
 
 
+@app.command()
+def backup(
+    out: Annotated[Path, typer.Option("--out", help="Folder for backups (one subfolder each).")],
+    keep: Annotated[
+        int | None, typer.Option(min=1, help="Keep only the newest N backups in --out.")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Back up the embedded store (SQLite, safe while serving) and the media folder."""
+    from server.backup import BackupError, create_backup, embedded_location, rich_progress
+
+    settings = _settings(data_dir=data_dir)
+    try:
+        location = embedded_location(settings)
+        with rich_progress() as progress:
+            result = create_backup(location, out, keep=keep, progress=progress)
+    except BackupError as exc:
+        typer.echo(f"salon backup: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from exc
+    rows = sum(result.manifest["row_counts"].values())
+    media = result.manifest["media"]
+    typer.echo(
+        f"backup {result.path}: revision {result.manifest['migration_revision']}, {rows} rows, "
+        + (f"{media['files']} media files" if media["archive"] else "media in S3 (not copied)"),
+        err=True,
+    )
+    for path in result.pruned:
+        typer.echo(f"removed old backup {path} (--keep {keep})", err=True)
+    print(result.path)
+
+
+@app.command()
+def restore(
+    backup_dir: Annotated[Path, typer.Argument(help="A folder made by `salon backup`.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing database and media folder.")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Restore an embedded backup (checksums verified first; the server must be stopped)."""
+    from server.backup import BackupError, embedded_location, restore_backup, rich_progress
+
+    settings = _settings(data_dir=data_dir)
+    try:
+        location = embedded_location(settings)
+        with rich_progress() as progress:
+            result = restore_backup(backup_dir, location, force=force, progress=progress)
+    except BackupError as exc:
+        typer.echo(f"salon restore: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from exc
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
+    media = f", {result.media_files} media files in {result.media_dir}" if result.media_dir else ""
+    typer.echo(
+        f"restored {result.database} (revision {result.manifest['migration_revision']}, "
+        f"{len(result.row_counts)} tables, {sum(result.row_counts.values())} rows: row counts "
+        f"match the manifest){media}"
+    )
+
+
 def main() -> None:
     app()
 
