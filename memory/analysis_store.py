@@ -34,6 +34,7 @@ from memory.models import (
     Conversation,
     Message,
     MessageAnalysis,
+    aware,
     utcnow,
 )
 from memory.records import AnalysisBucketRecord, AnalysisRecord
@@ -120,7 +121,7 @@ class AnalysisStore:
             role=message.role,
             content=message.content,
             status=message.status,
-            created_at=_aware(message.created_at),
+            created_at=aware(message.created_at),
             persona_id=conv.persona_id,
             user_id=conv.user_id,
             channel=conv.channel,
@@ -256,7 +257,7 @@ class AnalysisStore:
             avg = {f: float(v or 0.0) / count for f, v in zip(_SUM_FIELDS, row[2:], strict=True)}
             out.append(
                 AnalysisBucketRecord(
-                    start=_aware(row[0]),
+                    start=aware(row[0]),
                     count=count,
                     sentiment={f: avg[f] for f in SENTIMENT_FIELDS},
                     emotions={e: avg[e] for e in PLUTCHIK_EMOTIONS},
@@ -315,10 +316,5 @@ def _record(row: MessageAnalysis) -> AnalysisRecord:
         emotions={name: float(emotions.get(name, 0.0)) for name in PLUTCHIK_EMOTIONS},
         language=row.language,
         analyzer=row.analyzer,
-        created_at=_aware(row.created_at),
+        created_at=aware(row.created_at),
     )
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite hands timestamps back without a zone; they were written in UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -43,7 +43,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from memory.ids import new_id
-from memory.models import Base, utcnow
+from memory.models import Base, aware, utcnow
 from memory.store import Store
 
 URL_MAX = 2000
@@ -194,15 +194,8 @@ class ItemRecord:
         }
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything here is UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def _iso(value: datetime | None) -> str | None:
-    value = _aware(value)
+    value = aware(value)
     return value.isoformat() if value is not None else None
 
 
@@ -219,11 +212,11 @@ def _feed(row: Feed) -> FeedRecord:
         last_modified=row.last_modified,
         last_status=row.last_status,
         last_error=row.last_error,
-        last_fetch_at=_aware(row.last_fetch_at),
-        last_ok_at=_aware(row.last_ok_at),
+        last_fetch_at=aware(row.last_fetch_at),
+        last_ok_at=aware(row.last_ok_at),
         failures=row.failures,
-        next_fetch_at=_aware(row.next_fetch_at) or utcnow(),
-        created_at=_aware(row.created_at) or utcnow(),
+        next_fetch_at=aware(row.next_fetch_at) or utcnow(),
+        created_at=aware(row.created_at) or utcnow(),
     )
 
 
@@ -235,9 +228,9 @@ def _item(row: FeedItem) -> ItemRecord:
         title=row.title,
         link=row.link,
         summary=row.summary,
-        published_at=_aware(row.published_at),
-        seen_at=_aware(row.seen_at) or utcnow(),
-        at=_aware(row.at) or utcnow(),
+        published_at=aware(row.published_at),
+        seen_at=aware(row.seen_at) or utcnow(),
+        at=aware(row.at) or utcnow(),
         keyphrases=list(row.keyphrases or []),
         sentiment=float(row.sentiment or 0.0),
     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from memory.ids import new_id
-from memory.models import Base, utcnow
+from memory.models import Base, aware, utcnow
 from memory.store import Store
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -143,10 +143,7 @@ _COLUMNS = [c.name for c in MediaItem.__table__.columns]
 
 
 def _aware(value: Any) -> Any:
-    # SQLite hands back naive datetimes (stored as UTC): the same values as Postgres.
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+    return aware(value) if isinstance(value, datetime) else value
 
 
 def _record(row: MediaItem) -> MediaRecord:

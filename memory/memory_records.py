@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Select, select
 
 from memory.ids import new_id
-from memory.models import EMBEDDING_DIMENSIONS, Memory
+from memory.models import EMBEDDING_DIMENSIONS, Memory, aware
 
 # A SELECT of any columns (SQLAlchemy 2.1's Select is variadic).
 AnySelect = Select[*tuple[Any, ...]]
@@ -185,10 +185,6 @@ def utc(value: datetime | None, default: datetime) -> datetime:
         return default
     # SQLite keeps no zone: store UTC everywhere so comparisons and ordering agree.
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def check_text(text: str) -> str:

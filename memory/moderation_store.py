@@ -14,7 +14,7 @@ Deleting a user, persona or conversation deletes their flags (cascade).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, select, update
@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from memory.ids import new_id
-from memory.models import Base, utcnow
+from memory.models import Base, aware, utcnow
 from memory.store import Store
 
 FLAG_STATUSES = ("open", "reviewed", "dismissed")
@@ -103,8 +103,8 @@ class FlagRecord:
             "details": dict(self.details),
             "status": self.status,
             "note": self.note,
-            "created_at": _aware(self.created_at).isoformat(),
-            "resolved_at": _aware(self.resolved_at).isoformat() if self.resolved_at else None,
+            "created_at": aware(self.created_at).isoformat(),
+            "resolved_at": aware(self.resolved_at).isoformat() if self.resolved_at else None,
         }
 
 
@@ -256,8 +256,3 @@ def _record(row: ModerationFlag) -> FlagRecord:
         note=row.note,
         resolved_at=row.resolved_at,
     )
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; they were written in UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

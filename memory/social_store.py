@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -41,7 +41,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from memory.ids import new_id
-from memory.models import Base, utcnow
+from memory.models import Base, aware, utcnow
 from memory.store import Store
 
 COMMENT_STATES = (
@@ -143,9 +143,7 @@ class SocialDelivery(Base):
 
 
 def _aware(value: Any) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+    return aware(value) if isinstance(value, datetime) else value
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,14 @@ One tenant-owned table, ``takeovers`` (migration 0011).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from memory.ids import new_id
-from memory.models import Base, utcnow
+from memory.models import Base, aware, utcnow
 from memory.store import Store
 
 
@@ -29,12 +29,6 @@ class Takeover(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     ended_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 @dataclass(frozen=True)
@@ -70,8 +64,8 @@ def _record(row: Takeover) -> TakeoverRecord:
         row.operator,
         row.mode,
         row.messages,
-        _aware(row.started_at) or utcnow(),
-        _aware(row.ended_at),
+        aware(row.started_at) or utcnow(),
+        aware(row.ended_at),
         row.ended_by,
     )
 
