@@ -27,14 +27,9 @@ set -euo pipefail
 PROG=backup.sh
 FORMAT_VERSION=1
 
-die() {
-    printf '%s: error: %s\n' "$PROG" "$*" >&2
-    exit 1
-}
-
-say() {
-    printf '%s: %s\n' "$PROG" "$*" >&2
-}
+# die, say, pg_tool, libpq_url: shared with the other script.
+# shellcheck source=scripts/pg-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/pg-lib.sh"
 
 usage() {
     cat <<'EOF'
@@ -111,19 +106,9 @@ command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (needed to write 
 command -v tar >/dev/null 2>&1 || die "tar not found"
 command -v gzip >/dev/null 2>&1 || die "gzip not found (tar needs it for the media archive)"
 
-pg_tool() {
-    # The PostgreSQL client program $1: from PG_BIN when set (no fallback, so a wrong
-    # PG_BIN is an error rather than a silently different version), else from PATH.
-    if [[ -n ${PG_BIN:-} ]]; then
-        [[ -x $PG_BIN/$1 ]] || die "PG_BIN=$PG_BIN has no executable $1"
-        printf '%s\n' "$PG_BIN/$1"
-    else
-        command -v "$1" 2>/dev/null || die "$1 not found: install the PostgreSQL client (same major version as the server or newer) or set PG_BIN to the folder holding it"
-    fi
-}
-PG_DUMP=$(pg_tool pg_dump)
-PG_RESTORE=$(pg_tool pg_restore)
-PSQL=$(pg_tool psql)
+PG_DUMP=$(pg_tool pg_dump "same major version as the server or newer")
+PG_RESTORE=$(pg_tool pg_restore "same major version as the server or newer")
+PSQL=$(pg_tool psql "same major version as the server or newer")
 
 AWS_CLI=${AWS_CLI:-aws}
 if [[ -n $s3_url ]]; then
@@ -134,46 +119,7 @@ fi
 
 [[ -n ${SALON_DATABASE_URL:-} ]] || die "SALON_DATABASE_URL is not set (the embedded SQLite store is backed up with 'salon backup' instead)"
 
-# Salon's URL forms (postgresql+asyncpg://, asyncpg's ssl=) become what libpq reads;
-# prints two lines: the libpq URL and the same with the password hidden.
-url_lines=$(
-    "$PYTHON" - "$SALON_DATABASE_URL" <<'PY'
-import sys
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-url = sys.argv[1]
-parts = urlsplit(url)
-scheme = parts.scheme.lower()
-if scheme.startswith("sqlite"):
-    sys.exit("SALON_DATABASE_URL is SQLite: back up the embedded store with 'salon backup'")
-if scheme.split("+")[0] not in ("postgresql", "postgres"):
-    sys.exit(f"SALON_DATABASE_URL must be a postgresql:// URL, not {scheme}://")
-# asyncpg and SQLAlchemy options that libpq would reject as unknown.
-drop = {
-    "prepared_statement_cache_size", "statement_cache_size", "command_timeout", "timeout",
-    "max_cached_statement_lifetime", "max_cacheable_statement_size", "server_settings",
-    "async_fallback",
-}
-query = []
-keys = {k for k, _ in parse_qsl(parts.query, keep_blank_values=True)}
-for key, value in parse_qsl(parts.query, keep_blank_values=True):
-    if key == "ssl":
-        if "sslmode" not in keys:
-            query.append(("sslmode", value))
-    elif key not in drop:
-        query.append((key, value))
-if "connect_timeout" not in keys:
-    query.append(("connect_timeout", "15"))  # an unreachable host fails, it does not hang
-clean = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(query, safe="/"), ""))
-shown = clean
-if parts.password:
-    shown = clean.replace(":" + parts.password + "@", ":***@", 1)
-print(clean)
-print(shown)
-PY
-) || die "cannot use SALON_DATABASE_URL (see above)"
-DB_URL=$(sed -n 1p <<<"$url_lines")
-DB_SHOWN=$(sed -n 2p <<<"$url_lines")
+libpq_url "back up"  # sets DB_URL and DB_SHOWN (password hidden)
 
 # Salon's tables have FORCE ROW LEVEL SECURITY (docs/postgres.md): the app role
 # sees every tenant's rows only with salon.scope = 'system', and pg_dump needs

@@ -24,14 +24,9 @@ set -euo pipefail
 PROG=restore.sh
 started=$SECONDS
 
-die() {
-    printf '%s: error: %s\n' "$PROG" "$*" >&2
-    exit 1
-}
-
-say() {
-    printf '%s: %s\n' "$PROG" "$*" >&2
-}
+# die, say, pg_tool, libpq_url: shared with the other script.
+# shellcheck source=scripts/pg-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/pg-lib.sh"
 
 usage() {
     cat <<'EOF'
@@ -100,16 +95,8 @@ PYTHON=${PYTHON:-python3}
 command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (needed to read the manifest); install python3 or set PYTHON"
 command -v tar >/dev/null 2>&1 || die "tar not found"
 
-pg_tool() {
-    if [[ -n ${PG_BIN:-} ]]; then
-        [[ -x $PG_BIN/$1 ]] || die "PG_BIN=$PG_BIN has no executable $1"
-        printf '%s\n' "$PG_BIN/$1"
-    else
-        command -v "$1" 2>/dev/null || die "$1 not found: install the PostgreSQL client (the version that made the dump or newer) or set PG_BIN to the folder holding it"
-    fi
-}
-PG_RESTORE=$(pg_tool pg_restore)
-PSQL=$(pg_tool psql)
+PG_RESTORE=$(pg_tool pg_restore "the version that made the dump or newer")
+PSQL=$(pg_tool psql "the version that made the dump or newer")
 
 # -- 1. the manifest and every checksum, before anything is touched -----------------
 
@@ -197,43 +184,7 @@ fi
 # -- the target database -------------------------------------------------------------
 
 [[ -n ${SALON_DATABASE_URL:-} ]] || die "SALON_DATABASE_URL is not set: point it at the EMPTY database to restore into"
-url_lines=$(
-    "$PYTHON" - "$SALON_DATABASE_URL" <<'PY'
-import sys
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-url = sys.argv[1]
-parts = urlsplit(url)
-scheme = parts.scheme.lower()
-if scheme.startswith("sqlite"):
-    sys.exit("SALON_DATABASE_URL is SQLite: restore the embedded store with 'salon restore'")
-if scheme.split("+")[0] not in ("postgresql", "postgres"):
-    sys.exit(f"SALON_DATABASE_URL must be a postgresql:// URL, not {scheme}://")
-drop = {
-    "prepared_statement_cache_size", "statement_cache_size", "command_timeout", "timeout",
-    "max_cached_statement_lifetime", "max_cacheable_statement_size", "server_settings",
-    "async_fallback",
-}
-query = []
-keys = {k for k, _ in parse_qsl(parts.query, keep_blank_values=True)}
-for key, value in parse_qsl(parts.query, keep_blank_values=True):
-    if key == "ssl":
-        if "sslmode" not in keys:
-            query.append(("sslmode", value))
-    elif key not in drop:
-        query.append((key, value))
-if "connect_timeout" not in keys:
-    query.append(("connect_timeout", "15"))
-clean = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(query, safe="/"), ""))
-shown = clean
-if parts.password:
-    shown = clean.replace(":" + parts.password + "@", ":***@", 1)
-print(clean)
-print(shown)
-PY
-) || die "cannot use SALON_DATABASE_URL (see above)"
-DB_URL=$(sed -n 1p <<<"$url_lines")
-DB_SHOWN=$(sed -n 2p <<<"$url_lines")
+libpq_url "restore"
 # Salon's tables have FORCE ROW LEVEL SECURITY: counting every tenant's rows as the
 # app role needs the system scope (docs/postgres.md).
 export PGOPTIONS="${PGOPTIONS:+$PGOPTIONS }-c salon.scope=system"
