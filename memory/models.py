@@ -105,7 +105,11 @@ class User(Base):
 
 class Conversation(Base):
     __tablename__ = "conversations"
-    __table_args__ = (Index("ix_conversations_lookup", "tenant_id", "persona_id", "user_id"),)
+    __table_args__ = (
+        Index("ix_conversations_lookup", "tenant_id", "persona_id", "user_id"),
+        # the console's recently active conversations (migration 0012)
+        Index("ix_conversations_updated", "tenant_id", "updated_at"),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     persona_id: Mapped[str] = mapped_column(ForeignKey("personas.id", ondelete="CASCADE"))

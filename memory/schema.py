@@ -7,6 +7,7 @@ metadata, the schema-vs-migrations test) imports ``metadata`` from here.
 
 from __future__ import annotations
 
+import memory.console_store
 import memory.feeds_store
 import memory.media_store
 import memory.moderation_store
@@ -21,6 +22,7 @@ __all__ = ["metadata"]
 
 # Imported for their table declarations.
 _TABLE_MODULES = (
+    memory.console_store,
     memory.feeds_store,
     memory.media_store,
     memory.moderation_store,

@@ -66,6 +66,9 @@ print(clean)
 print(shown)
 PY
     ) || die "cannot use SALON_DATABASE_URL (see above)"
+    # Both are read by the scripts that source this file.
+    # shellcheck disable=SC2034
     DB_URL=$(sed -n 1p <<<"$lines")
+    # shellcheck disable=SC2034
     DB_SHOWN=$(sed -n 2p <<<"$lines")
 }

@@ -9,6 +9,7 @@ keys only: a series over many people is an operator's view.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from agents.analysis.topics import top_topics
 from memory.analysis_store import GRANULARITIES, Granularity, bucket_start, bucket_width
+from memory.console_store import user_texts
 from memory.records import AnalysisBucketRecord
 from server.http_util import HTTPError, require_principal, state_of
 
@@ -24,6 +27,7 @@ ROLES = {"user": ("user",), "assistant": ("assistant",), "all": ("user", "assist
 # Default span of a series when ``from`` is not given.
 DEFAULT_SPAN = {"hour": timedelta(hours=48), "day": timedelta(days=30)}
 MAX_BUCKETS = 2000
+TOPIC_MESSAGES = 2000  # the newest messages of the range that topics are read from
 
 
 def _analysis_service(request: Request) -> Any:
@@ -154,7 +158,67 @@ async def message_analysis(request: Request) -> Response:
     return JSONResponse({"message_id": message_id, "analysis": record.to_public()})
 
 
+async def volume_series(request: Request) -> Response:
+    """Messages per bucket, people's and the personas': ``{start, user, assistant}``.
+
+    Counted from the analysis aggregates (every stored message is analysed), so
+    this reads a few rows per bucket, never the messages.
+    """
+    head, _ = await _query(request)
+    service = _analysis_service(request)
+    principal = await require_principal(request, api_key_only=True)
+    counts: dict[str, dict[str, int]] = {}
+    filters = head["filters"]
+    persona_id = filters["persona"]
+    user_id = None
+    if filters["user"]:
+        found = await state_of(request).store.find_user(principal.tenant_id, filters["user"])
+        user_id = found.id if found else None
+    for role in ("user", "assistant"):
+        points = await service.analyses.series(
+            principal.tenant_id,
+            granularity=head["bucket"],
+            start=datetime.fromisoformat(head["from"]),
+            end=datetime.fromisoformat(head["to"]),
+            persona_id=persona_id,
+            user_id=user_id,
+            channel=filters["channel"],
+            roles=(role,),
+        )
+        for p in points:
+            counts.setdefault(p.start.isoformat(), {"user": 0, "assistant": 0})[role] = p.count
+    data = [{"start": start, **counts[start]} for start in sorted(counts)]
+    head["filters"].pop("role", None)
+    return JSONResponse({**head, "data": data})
+
+
+async def topics(request: Request) -> Response:
+    """What people talk about most: ``{topic, count}`` over the range (``?limit=`` 1..50)."""
+    head, _ = await _query(request)
+    principal = await require_principal(request, api_key_only=True)
+    try:
+        limit = int(request.query_params.get("limit", "10"))
+    except ValueError as exc:
+        raise HTTPError(400, "invalid_request", "limit must be an integer") from exc
+    if not 1 <= limit <= 50:
+        raise HTTPError(400, "invalid_request", "limit must be in 1..50")
+    texts = await user_texts(
+        state_of(request).store,
+        principal.tenant_id,
+        start=datetime.fromisoformat(head["from"]),
+        end=datetime.fromisoformat(head["to"]),
+        persona_id=head["filters"]["persona"],
+        limit=TOPIC_MESSAGES,
+    )
+    found = await asyncio.to_thread(top_topics, texts, limit=limit)
+    return JSONResponse(
+        {"from": head["from"], "to": head["to"], "messages": len(texts), "data": found}
+    )
+
+
 routes: list[BaseRoute] = [
+    Route("/v1/analytics/volume", volume_series, methods=["GET"]),
+    Route("/v1/analytics/topics", topics, methods=["GET"]),
     Route("/v1/analytics/sentiment", sentiment_series, methods=["GET"]),
     Route("/v1/analytics/emotions", emotion_series, methods=["GET"]),
     Route("/v1/analytics/messages/{message_id}", message_analysis, methods=["GET"]),

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -20,6 +21,7 @@ from media.tts.base import VoiceSettings
 from server import (
     analytics_api,
     audio_api,
+    console_api,
     feeds_api,
     http_api,
     jobs_api,
@@ -34,9 +36,11 @@ from server import (
     webhooks_api,
 )
 from server.config import Settings
+from server.console_static import console_routes
 from server.docs_api import docs_routes
 from server.http_util import HTTPError, error_response
 from server.logging import AccessLogMiddleware
+from server.ops_ws import ops_endpoint
 from server.state import build_state, close_state, maintenance_loop
 from server.ws import websocket_endpoint
 
@@ -129,14 +133,30 @@ def create_app(
         *media_api.routes,
         *social_api.routes,
         *takeover_api.routes,
+        *console_api.routes,
         *webhooks_api.routes,
         *openai_api.routes,
         *docs_routes,
         WebSocketRoute("/v1/ws", websocket_endpoint),
+        WebSocketRoute("/v1/ops/ws", ops_endpoint),
+        *console_routes,
     ]
+    middleware = [Middleware(AccessLogMiddleware)]
+    if settings.allowed_origins:
+        # The chat widget runs on the allowlisted sites and calls the API from
+        # there (branding, history). Bearer tokens, never cookies: no credentials mode.
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.allowed_origins,
+                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                allow_headers=["Authorization", "Content-Type"],
+                max_age=600,
+            )
+        )
     return Starlette(
         routes=routes,
-        middleware=[Middleware(AccessLogMiddleware)],
+        middleware=middleware,
         exception_handlers={HTTPError: _http_error, Exception: _unhandled},
         lifespan=lifespan,
     )

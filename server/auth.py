@@ -15,24 +15,41 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from memory.store import Store
 
 TOKEN_PREFIX = "st1."
+CONSOLE_TOKEN_PREFIX = "ot1."
+
+# Operator roles, weakest first: viewer reads; moderator also takes over,
+# resolves flags, decides comment replies and edits memories; admin does all.
+ROLE_RANK = {"viewer": 1, "moderator": 2, "admin": 3}
 
 
 @dataclass(frozen=True)
 class Principal:
     tenant_id: str
-    kind: str  # "api_key" | "session"
+    kind: str  # "api_key" | "session" | "operator" (a console token, server/console_auth.py)
     role: str = "admin"
     user_id: str | None = None  # session tokens: the only user this caller may be
     user_name: str | None = None
     persona: str | None = None  # session tokens: the only persona, if bound
+    operator_id: str | None = None  # console tokens of an operator account
+    name: str | None = None  # console tokens: who is signed in (for records such as takeovers)
 
     @property
     def is_session(self) -> bool:
         return self.kind == "session"
+
+    def allows(self, role: str) -> bool:
+        """Does this tenant principal hold ``role`` or a stronger one? (Never a session.)"""
+        return not self.is_session and ROLE_RANK.get(self.role, 0) >= ROLE_RANK[role]
+
+    @property
+    def actor(self) -> str:
+        """Who did it, for records: the operator's name, else the credential kind and role."""
+        return self.name or f"{self.kind}:{self.role}"
 
 
 class TokenError(Exception):
@@ -106,12 +123,27 @@ def bearer_token(authorization: str | None) -> str | None:
     return value.strip()
 
 
+class ConsoleTokenVerifier(Protocol):
+    async def verify(self, token: str) -> Principal | None: ...
+
+
 async def authenticate(
-    store: Store, tokens: SessionTokens, credential: str | None, *, allow_api_key: bool = True
+    store: Store,
+    tokens: SessionTokens,
+    credential: str | None,
+    *,
+    allow_api_key: bool = True,
+    console: ConsoleTokenVerifier | None = None,
 ) -> Principal | None:
-    """The principal behind a bearer credential (API key or session token), or None."""
+    """The principal behind a bearer credential, or None.
+
+    API keys and session tokens always; console tokens (``ot1.``) only where
+    ``console`` is given: the HTTP API and the operator socket, not ``/v1/ws``.
+    """
     if not credential:
         return None
+    if credential.startswith(CONSOLE_TOKEN_PREFIX):
+        return await console.verify(credential) if console is not None else None
     if credential.startswith(TOKEN_PREFIX):
         try:
             return tokens.verify(credential)

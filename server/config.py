@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     bootstrap_key: SecretStr | None = None
     session_token_ttl_seconds: int = 900
     allowed_origins: Annotated[list[str], NoDecode] = []
+    # -- operator console (docs/console.md)
+    console_token_ttl_seconds: int = 12 * 3600
+    console_active_minutes: int = 30  # a conversation is "active" this long after its last event
+    console_login_attempts: int = 10  # per email (and per client address x 3) per 5 minutes
 
     # -- limits
     max_frame_bytes: int = 65_536

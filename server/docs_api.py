@@ -240,21 +240,66 @@ OPENAPI: dict[str, Any] = {
         },
         "/v1/conversations/{conversation_id}/takeover": {
             "parameters": [_id_param("conversation_id")],
-            "get": _op("The active takeover and the recorded ones (API key)"),
+            "get": _op("The active takeover and the recorded ones (viewer)"),
             "post": _op(
-                "Take over: pause the bot, speak in its place (API key)",
+                "Take over: pause the bot, speak in its place (moderator)",
                 body='{"mode": "persona", "name": "Sam"}',
                 ok="201",
             ),
-            "delete": _op("Hand back to the bot (API key)"),
+            "delete": _op("Hand back to the bot (moderator)"),
         },
         "/v1/conversations/{conversation_id}/takeover/messages": {
             "parameters": [_id_param("conversation_id")],
             "post": _op(
-                "The operator's message, delivered as the persona's reply (API key)",
+                "The operator's message, delivered as the persona's reply (moderator)",
                 body='{"text": "Hi, a human here.", "name": "Sam"}',
                 ok="201",
             ),
+        },
+        "/v1/console/login": {
+            "post": _op(
+                "Sign in to the console: an operator's email and password, or an API key; "
+                "returns a console token (ot1.)",
+                body='{"email": "sam@example.com", "password": "correct horse battery"}',
+                auth=False,
+            )
+        },
+        "/v1/console/me": {"get": _op("The signed-in operator or key: role, tenant, branding")},
+        "/v1/operators": {
+            "get": _op("Operator accounts of the tenant (admin)"),
+            "post": _op(
+                "Create an operator account (admin)",
+                body='{"email": "sam@example.com", "name": "Sam", "role": "moderator", '
+                '"password": "correct horse battery"}',
+                ok="201",
+            ),
+        },
+        "/v1/operators/{operator_id}": {
+            "parameters": [_id_param("operator_id")],
+            "patch": _op(
+                "Change an operator's name, role, password or disabled (admin)",
+                body='{"role": "viewer"}',
+            ),
+            "delete": _op("Remove an operator account (admin)", ok="204"),
+        },
+        "/v1/branding": {
+            "get": _op("The tenant's console and widget branding (any credential of the tenant)"),
+            "put": _op(
+                "Set name, logo (data: URL) and colors (admin)",
+                body='{"name": "Acme Care", "colors": {"primary": "#aa0011"}}',
+            ),
+        },
+        "/v1/conversations": {
+            "get": _op(
+                "Conversations by latest activity (?active=true, ?limit=): persona, user, "
+                "last message, connected sockets, takeover"
+            )
+        },
+        "/v1/analytics/volume": {
+            "get": _op("Messages per hour/day bucket, people's and personas' (same filters)")
+        },
+        "/v1/analytics/topics": {
+            "get": _op("Top topics of what people said over the range (?limit=, ?persona=)")
         },
         "/v1/webhooks/{platform}": {
             "parameters": [_id_param("platform")],

@@ -9,12 +9,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from agents.cards import CardError, to_card_v2, to_card_v3, write_png_card
+from agents.cards import CardError, read_png_card, to_card_v2, to_card_v3, write_png_card
 from agents.personas import create_persona, public_persona, spec_of, update_persona
 from memory.records import PersonaRecord
 from memory.store import Conflict
 from server.auth import Principal
-from server.http_util import HTTPError, json_body, require_principal, state_of
+from server.http_util import HTTPError, json_body, read_limited, require_principal, state_of
 
 
 async def healthz(request: Request) -> Response:
@@ -131,9 +131,20 @@ async def list_personas(request: Request) -> Response:
     return JSONResponse({"data": [_persona_for(principal, r) for r in records]})
 
 
+MAX_CARD_PNG = 8 * 1024 * 1024
+
+
 async def post_persona(request: Request) -> Response:
+    """Create from Salon JSON or a Character Card; ``Content-Type: image/png``: a PNG card."""
     principal = await require_principal(request, api_key_only=True)
-    body = await json_body(request)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "image/png":
+        try:
+            body = read_png_card(await read_limited(request, MAX_CARD_PNG))
+        except CardError as exc:
+            raise HTTPError(422, "invalid_persona", str(exc)) from exc
+    else:
+        body = await json_body(request)
     try:
         record = await create_persona(state_of(request).store, principal.tenant_id, body)
     except CardError as exc:

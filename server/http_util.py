@@ -32,14 +32,31 @@ def state_of(request: Request) -> AppState:
     return state
 
 
-async def require_principal(request: Request, *, api_key_only: bool = False) -> Principal:
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def require_principal(
+    request: Request, *, api_key_only: bool = False, role: str | None = None
+) -> Principal:
+    """Who is calling, or 401; 403 when the credential cannot do this.
+
+    Session tokens are limited by what each handler lets them see. Tenant
+    credentials (API keys, console tokens) need ``role``: by default viewer
+    to read (GET) and admin to change anything, so a handler that forgets to
+    say fails closed; moderator actions name ``role="moderator"``.
+    """
     state = state_of(request)
     credential = bearer_token(request.headers.get("authorization"))
-    principal = await authenticate(state.store, state.tokens, credential)
+    principal = await authenticate(state.store, state.tokens, credential, console=state.console)
     if principal is None:
         raise HTTPError(401, "unauthorized", "a valid API key or session token is required")
-    if api_key_only and principal.is_session:
-        raise HTTPError(403, "forbidden", "this endpoint needs a tenant API key")
+    if principal.is_session:
+        if api_key_only:
+            raise HTTPError(403, "forbidden", "this endpoint needs a tenant API key")
+        return principal
+    needed = role or ("viewer" if request.method in SAFE_METHODS else "admin")
+    if not principal.allows(needed):
+        raise HTTPError(403, "forbidden", f"this needs the {needed} role (yours: {principal.role})")
     return principal
 
 

@@ -103,7 +103,7 @@ async def _embed(request: Request, text: str) -> tuple[list[float] | None, str |
 
 
 async def create_memory(request: Request) -> Response:
-    principal = await require_principal(request, api_key_only=True)
+    principal = await require_principal(request, api_key_only=True, role="moderator")
     body = await json_body(request)
     if not isinstance(body.get("persona"), str) or not isinstance(body.get("user"), str):
         raise HTTPError(400, "invalid_request", "'persona' and 'user' are required")
@@ -137,7 +137,7 @@ async def get_memory(request: Request) -> Response:
 
 async def patch_memory(request: Request) -> Response:
     """Edit the text, the importance, or pin/unpin (``{"pinned": true}``)."""
-    principal = await require_principal(request, api_key_only=True)
+    principal = await require_principal(request, api_key_only=True, role="moderator")
     record = await _owned(request, principal)
     body = await json_body(request)
     unknown = set(body) - {"text", "importance", "pinned"}
@@ -165,7 +165,7 @@ async def patch_memory(request: Request) -> Response:
 
 
 async def delete_memory(request: Request) -> Response:
-    principal = await require_principal(request, api_key_only=True)
+    principal = await require_principal(request, api_key_only=True, role="moderator")
     record = await _owned(request, principal)
     await _memory_service(request).memories.delete(principal.tenant_id, record.id)
     return Response(status_code=204)

@@ -32,10 +32,13 @@ def _service(request: Request) -> Any:
 
 
 async def _admin(request: Request) -> Principal:
-    principal = await require_principal(request, api_key_only=True)
-    if principal.role != "admin":
-        raise HTTPError(403, "forbidden", "this endpoint needs a tenant admin API key")
+    principal = await require_principal(request, api_key_only=True, role="admin")
     return principal
+
+
+async def _moderator(request: Request) -> Principal:
+    """Flags: moderators see and resolve them (the policy stays the admin's)."""
+    return await require_principal(request, api_key_only=True, role="moderator")
 
 
 async def get_policy(request: Request) -> Response:
@@ -67,7 +70,7 @@ def _policy_body(service: Any, policy: Any) -> dict[str, Any]:
 
 
 async def list_flags(request: Request) -> Response:
-    principal = await _admin(request)
+    principal = await _moderator(request)
     service = _service(request)
     store = state_of(request).store
     q = request.query_params
@@ -112,7 +115,7 @@ async def list_flags(request: Request) -> Response:
 
 
 async def get_flag(request: Request) -> Response:
-    principal = await _admin(request)
+    principal = await _moderator(request)
     flag_id = request.path_params["flag_id"]
     flag = await _service(request).store.get_flag(principal.tenant_id, flag_id)
     if flag is None:
@@ -122,7 +125,7 @@ async def get_flag(request: Request) -> Response:
 
 async def patch_flag(request: Request) -> Response:
     """Resolve a flag: ``{"status": "reviewed" | "dismissed" | "open", "note"?}``."""
-    principal = await _admin(request)
+    principal = await _moderator(request)
     flag_id = request.path_params["flag_id"]
     body = await json_body(request)
     unknown = set(body) - {"status", "note"}

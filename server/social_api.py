@@ -32,8 +32,8 @@ APP_SECRETS = {"meta": ("app_secret", "verify_token"), "x": ("consumer_secret",)
 MAX_REPLY_CHARS = 2000
 
 
-async def _context(request: Request) -> tuple[Principal, Any]:
-    principal = await require_principal(request, api_key_only=True)
+async def _context(request: Request, *, role: str | None = None) -> tuple[Principal, Any]:
+    principal = await require_principal(request, api_key_only=True, role=role)
     service = state_of(request).extensions.social
     if service is None:
         raise HTTPError(
@@ -229,7 +229,7 @@ async def _comment(request: Request, principal: Principal, service: Any) -> Any:
 
 
 def _operator(principal: Principal) -> str:
-    return f"{principal.kind}:{principal.role}"
+    return principal.actor
 
 
 def _text(body: dict[str, Any], *, required: bool) -> str | None:
@@ -247,7 +247,7 @@ async def get_reply(request: Request) -> Response:
 
 
 async def approve_reply(request: Request) -> Response:
-    principal, service = await _context(request)
+    principal, service = await _context(request, role="moderator")
     comment = await _comment(request, principal, service)
     body = await json_body(request) if await request.body() else {}
     done = await service.approve(
@@ -259,7 +259,7 @@ async def approve_reply(request: Request) -> Response:
 
 
 async def edit_reply(request: Request) -> Response:
-    principal, service = await _context(request)
+    principal, service = await _context(request, role="moderator")
     comment = await _comment(request, principal, service)
     body = await json_body(request)
     done = await service.edit(
@@ -271,7 +271,7 @@ async def edit_reply(request: Request) -> Response:
 
 
 async def reject_reply(request: Request) -> Response:
-    principal, service = await _context(request)
+    principal, service = await _context(request, role="moderator")
     comment = await _comment(request, principal, service)
     body = await json_body(request) if await request.body() else {}
     reason = body.get("reason")

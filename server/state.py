@@ -16,6 +16,7 @@ from agents.jobs import job_event_hook, register_conversation_jobs
 from agents.llm.base import LLMProvider
 from agents.llm.registry import create_provider
 from agents.memory import MemoryService, MemorySettings, build_embedder, register_memory_jobs
+from agents.ops_feed import activity_hook
 from agents.reembed import prepare_embedding_space, queue_reembed_if_stale
 from agents.sessions import ConversationHooks, ServiceParts
 from agents.summaries import (
@@ -61,6 +62,7 @@ class AppState:
     extensions: Extensions = field(default_factory=Extensions)
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     connections: set[object] = field(default_factory=set)
+    console: Any = None  # server.console_auth.ConsoleAuth: console sign-in and tokens
 
 
 def build_provider(settings: Settings) -> LLMProvider:
@@ -146,6 +148,8 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
         summaries = ConversationSummaries(summary_service, jobs.enqueue)
     takeover = TakeoverService(store, TakeoverStore(store), events, hot)
     hooks = ConversationHooks(paused=takeover.paused)
+    # First, so the console's live list hears of a message before slower hooks run.
+    hooks.after_message.append(activity_hook(events))
     extensions = await install_extensions(
         ServiceParts(store, events, hot, jobs, provider, storage), hooks
     )
@@ -181,6 +185,13 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
                     _queue_reembed(jobs, memory.memories, memory.embedder), name="reembed-check"
                 )
             )
+    from server.console_auth import ConsoleAuth
+
+    console = ConsoleAuth(
+        store,
+        await store.get_or_create_secret("console_token_key"),
+        ttl_seconds=settings.console_token_ttl_seconds,
+    )
     return AppState(
         settings,
         store,
@@ -194,6 +205,7 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
         memory,
         extensions,
         background,
+        console=console,
     )
 
 

@@ -8,7 +8,7 @@
 - ``GET .../takeover``: the active takeover (or null) and the recorded ones.
 - ``DELETE .../takeover``: hand back to the bot.
 
-API key only. agents/takeover.py has the semantics; docs/protocol.md the events.
+Tenant credentials only (moderator role; GET: viewer). agents/takeover.py has the semantics; docs/protocol.md the events.
 """
 
 from __future__ import annotations
@@ -32,10 +32,13 @@ STATUS = {
 
 
 async def _context(request: Request) -> tuple[str, str, TakeoverService, dict[str, Any]]:
-    principal = await require_principal(request, api_key_only=True)
+    # Watching is a viewer's; taking over and speaking are a moderator's.
+    role = "viewer" if request.method == "GET" else "moderator"
+    principal = await require_principal(request, api_key_only=True, role=role)
     service: TakeoverService = state_of(request).extensions.takeover
     body = await json_body(request) if await request.body() else {}
-    name = body.get("name", "operator")
+    # A signed-in operator is recorded by their own name unless they give another.
+    name = body["name"] if "name" in body else principal.name or "operator"
     if not isinstance(name, str) or not name.strip() or len(name) > 100:
         raise HTTPError(400, "invalid_request", "'name' must be a short string")
     conv_id = request.path_params["conversation_id"]

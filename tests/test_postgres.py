@@ -58,6 +58,8 @@ POLICY_TABLES = (
     "social_apps",
     "social_accounts",
     "social_comments",
+    "operators",
+    "tenant_branding",
     "takeovers",
 )
 
