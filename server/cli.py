@@ -17,9 +17,11 @@ app = typer.Typer(
 )
 personas_app = typer.Typer(no_args_is_help=True, help="Manage personas.")
 tenants_app = typer.Typer(no_args_is_help=True, help="Manage tenants.")
+operators_app = typer.Typer(no_args_is_help=True, help="Manage operator console accounts.")
 memory_app = typer.Typer(no_args_is_help=True, help="Maintain long-term memory.")
 app.add_typer(personas_app, name="personas")
 app.add_typer(tenants_app, name="tenants")
+app.add_typer(operators_app, name="operators")
 app.add_typer(memory_app, name="memory")
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Overrides SALON_DATA_DIR.")]
@@ -312,6 +314,62 @@ def tenants_create(name: Annotated[str, typer.Argument()], data_dir: DataDir = N
     typer.echo(f"tenant {name!r} created: id={tenant_id}")
     typer.echo("admin API key (shown once, store it now):", err=True)
     print(key, file=sys.stdout)
+
+
+@operators_app.command("create")
+def operators_create(
+    email: Annotated[str, typer.Argument(help="Sign-in email (unique across tenants).")],
+    name: Annotated[
+        str | None, typer.Option(help="Display name (default: from the email).")
+    ] = None,
+    role: Annotated[str, typer.Option(help="viewer, moderator or admin.")] = "admin",
+    tenant: Annotated[
+        str | None, typer.Option(help="Tenant id (default: the first tenant).")
+    ] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin.")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Create an operator account for the console (the first admin, say)."""
+    from memory.console_store import ROLES, ConsoleStore
+    from memory.store import Conflict, Store
+    from server.console_auth import MAX_PASSWORD, MIN_PASSWORD, hash_password
+    from server.state import bootstrap_tenant
+
+    if role not in ROLES:
+        typer.echo(f"salon: role must be one of {', '.join(ROLES)}", err=True)
+        raise typer.Exit(2)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        typer.echo(
+            f"salon: the password must be {MIN_PASSWORD}..{MAX_PASSWORD} characters", err=True
+        )
+        raise typer.Exit(2)
+    settings = _settings(data_dir=data_dir)
+
+    async def _create(store: Store) -> Any:
+        await bootstrap_tenant(store, settings)
+        tenants = {t.id for t in await store.list_tenants()}
+        if tenant is not None and tenant not in tenants:
+            raise LookupError(f"no tenant {tenant!r} (known: {', '.join(sorted(tenants))})")
+        return await ConsoleStore(store).create_operator(
+            tenant or (await store.list_tenants())[0].id,
+            email=email,
+            name=name or email.split("@")[0],
+            role=role,
+            password_hash=hash_password(password),
+        )
+
+    try:
+        record = asyncio.run(_with_store(settings, _create))
+    except (Conflict, LookupError) as exc:
+        typer.echo(f"salon: {exc.args[0] if exc.args else exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"operator {record.email} ({record.role}) created in tenant {record.tenant_id}")
 
 
 @memory_app.command("reembed")

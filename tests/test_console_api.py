@@ -334,3 +334,33 @@ def test_analytics_volume_and_topics(make_server: Any) -> None:
         ).status_code
         == 400
     )
+
+
+def test_first_admin_account_from_the_command_line(make_server: Any) -> None:
+    import subprocess
+
+    from tests.conftest import SALON_BIN
+    from tests.test_cli import cli_env
+
+    srv = make_server()
+    email = _email()
+
+    def create(*args: str, password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [SALON_BIN, "operators", "create", *args, "--password-stdin"],
+            env=cli_env(srv.data_dir),
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    done = create(email, "--name", "Root Op")
+    assert done.returncode == 0, done.stderr
+    assert "admin" in done.stdout
+    r = _login(srv, email=email, password=PASSWORD)
+    assert r.status_code == 200 and r.json()["role"] == "admin" and r.json()["name"] == "Root Op"
+    assert create(email).returncode == 1  # taken
+    assert create(_email(), "--role", "owner").returncode == 2
+    assert create(_email(), password="short").returncode == 2
+    assert create(_email(), "--tenant", "ten_nope").returncode == 1
