@@ -364,3 +364,18 @@ def test_first_admin_account_from_the_command_line(make_server: Any) -> None:
     assert create(_email(), "--role", "owner").returncode == 2
     assert create(_email(), password="short").returncode == 2
     assert create(_email(), "--tenant", "ten_nope").returncode == 1
+
+
+def test_console_page_is_served_with_a_strict_policy(server: ServerProcess) -> None:
+    r = httpx.get(server.url + "/console", follow_redirects=False)
+    assert r.status_code == 308 and r.headers["location"] == "/console/"
+    page = httpx.get(server.url + "/console/live")  # a client-side route: the page
+    assert page.status_code == 200, page.text[:200]
+    assert "<div id=" in page.text and "script" in page.text
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert page.headers["cache-control"] == "no-cache"
+    widget = httpx.get(server.url + "/console/widget.js")
+    assert widget.status_code == 200 and widget.headers["content-type"].startswith(
+        "text/javascript"
+    )
