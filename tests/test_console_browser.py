@@ -349,6 +349,18 @@ def test_forget_a_memory(
     kept = httpx.get(f"{srv.url}/v1/memories/{made[1]['id']}", headers=srv.auth)
     assert kept.status_code == 200
 
+    # Forgetting the whole person asks for their id first.
+    page.get_by_role("button", name="Forget this user").click()
+    dialog = page.get_by_role("dialog")
+    confirm = dialog.get_by_role("button", name="Forget user")
+    expect(confirm).to_be_disabled()
+    dialog.get_by_label("Type the user id to confirm").fill(user)
+    confirm.click()
+    expect(page.get_by_test_id("forget-result")).to_be_visible()
+    console.shot("forget-user")
+    assert httpx.get(f"{srv.url}/v1/memories/{made[1]['id']}", headers=srv.auth).status_code == 404
+    assert httpx.get(f"{srv.url}/v1/users/{user}/export", headers=srv.auth).status_code == 404
+
 
 def test_analytics_and_branding(
     console: Console, srv: ServerProcess, persona: dict[str, Any], operator: dict[str, Any]
@@ -401,6 +413,13 @@ def test_phone_width_and_labels(browser: Any, srv: ServerProcess, operator: dict
     page.get_by_role("button", name="Menu").click()
     expect(page.get_by_role("link", name="Queues")).to_be_visible()
     c.shot("phone")
+    # Keyboard: the first Tab reaches "Skip to content", which moves focus to the main area.
+    page.reload()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement && document.activeElement.id") == "main"
     # No horizontal scrolling at phone width, and every control has a name.
     for panel in ("Live", "Queues", "Personas", "Memories", "Analytics", "Settings"):
         c.go(panel)
