@@ -21,7 +21,7 @@ from agents.analysis.topics import top_topics
 from memory.analysis_store import GRANULARITIES, Granularity, bucket_start, bucket_width
 from memory.console_store import user_texts
 from memory.records import AnalysisBucketRecord
-from server.http_util import HTTPError, require_principal, state_of
+from server.http_util import HTTPError, query_int, require_principal, state_of
 
 ROLES = {"user": ("user",), "assistant": ("assistant",), "all": ("user", "assistant")}
 # Default span of a series when ``from`` is not given.
@@ -196,12 +196,7 @@ async def topics(request: Request) -> Response:
     """What people talk about most: ``{topic, count}`` over the range (``?limit=`` 1..50)."""
     head, _ = await _query(request)
     principal = await require_principal(request, api_key_only=True)
-    try:
-        limit = int(request.query_params.get("limit", "10"))
-    except ValueError as exc:
-        raise HTTPError(400, "invalid_request", "limit must be an integer") from exc
-    if not 1 <= limit <= 50:
-        raise HTTPError(400, "invalid_request", "limit must be in 1..50")
+    limit = query_int(request, "limit", 10, 1, 50)
     texts = await user_texts(
         state_of(request).store,
         principal.tenant_id,

@@ -29,7 +29,7 @@ from memory.console_store import ROLES, BrandingRecord, recent_conversations
 from memory.store import Conflict
 from server.auth import Principal
 from server.console_auth import MAX_PASSWORD, MIN_PASSWORD, LoginError, hash_password
-from server.http_util import HTTPError, json_body, require_principal, state_of
+from server.http_util import HTTPError, json_body, query_int, require_principal, state_of
 
 LOGIN_WINDOW = 300.0
 DEFAULT_COLORS = {
@@ -283,12 +283,7 @@ async def list_conversations(request: Request) -> Response:
     principal = await require_principal(request, api_key_only=True)
     state = state_of(request)
     q = request.query_params
-    try:
-        limit = int(q.get("limit", "50"))
-    except ValueError as exc:
-        raise HTTPError(400, "invalid_request", "limit must be an integer") from exc
-    if not 1 <= limit <= 200:
-        raise HTTPError(400, "invalid_request", "limit must be in 1..200")
+    limit = query_int(request, "limit", 50, 1, 200)
     active = q.get("active", "false").lower()
     if active not in ("true", "false", "1", "0"):
         raise HTTPError(400, "invalid_request", "active must be true or false")

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from integrations.rss.fetch import FetchError, check_url
 from memory.feeds_store import FeedConflict, FeedRecord
 from server.auth import Principal
-from server.http_util import HTTPError, json_body, require_principal, state_of
+from server.http_util import HTTPError, json_body, query_int, require_principal, state_of
 
 MAX_FEEDS_LISTED = 1000
 
@@ -126,12 +126,7 @@ async def feed_items(request: Request) -> Response:
     """The feed's stored items, newest first, with keyphrases and sentiment (``?limit=``)."""
     principal = await require_principal(request, api_key_only=True)
     record = await _feed(request, principal)
-    try:
-        limit = int(request.query_params.get("limit", "50"))
-    except ValueError as exc:
-        raise HTTPError(400, "invalid_request", "limit must be an integer") from exc
-    if not 1 <= limit <= 500:
-        raise HTTPError(400, "invalid_request", "limit must be in 1..500")
+    limit = query_int(request, "limit", 50, 1, 500)
     items = await _service(request).store.list_items(principal.tenant_id, record.id, limit=limit)
     return JSONResponse({"data": [i.to_public() for i in items]})
 
@@ -144,12 +139,7 @@ async def topics(request: Request) -> Response:
     if persona is None:
         raise HTTPError(400, "invalid_request", "'persona' is required")
     persona_id = await _persona_id(request, principal, persona)
-    try:
-        limit = int(request.query_params.get("limit", "10"))
-    except ValueError as exc:
-        raise HTTPError(400, "invalid_request", "limit must be an integer") from exc
-    if not 1 <= limit <= 50:
-        raise HTTPError(400, "invalid_request", "limit must be in 1..50")
+    limit = query_int(request, "limit", 10, 1, 50)
     found = await service.topics(principal.tenant_id, persona_id, limit=limit)
     settings = service.settings
     return JSONResponse(

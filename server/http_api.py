@@ -14,7 +14,14 @@ from agents.personas import create_persona, public_persona, spec_of, update_pers
 from memory.records import PersonaRecord
 from memory.store import Conflict
 from server.auth import Principal
-from server.http_util import HTTPError, json_body, read_limited, require_principal, state_of
+from server.http_util import (
+    HTTPError,
+    json_body,
+    query_int,
+    read_limited,
+    require_principal,
+    state_of,
+)
 
 
 async def healthz(request: Request) -> Response:
@@ -224,12 +231,7 @@ async def conversation_messages(request: Request) -> Response:
             conv = None  # not this token's conversation: indistinguishable from none
     if conv is None:
         raise HTTPError(404, "conversation_not_found", f"no conversation {cid!r}")
-    try:
-        limit = int(request.query_params.get("limit", "100"))
-    except ValueError as exc:
-        raise HTTPError(400, "invalid_request", "limit must be an integer") from exc
-    if not 1 <= limit <= 500:
-        raise HTTPError(400, "invalid_request", "limit must be in 1..500")
+    limit = query_int(request, "limit", 100, 1, 500)
     messages = await state.store.list_messages(
         principal.tenant_id, cid, limit=limit, before=request.query_params.get("before")
     )

@@ -60,6 +60,20 @@ async def require_principal(
     return principal
 
 
+def query_int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    """An integer query parameter in ``lo..hi``, or 400 ``invalid_request`` saying which."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise HTTPError(400, "invalid_request", f"{name} must be an integer") from exc
+    if not lo <= value <= hi:
+        raise HTTPError(400, "invalid_request", f"{name} must be in {lo}..{hi}")
+    return value
+
+
 async def json_body(request: Request, max_bytes: int = MAX_JSON_BODY) -> dict[str, Any]:
     body = b""
     async for chunk in request.stream():

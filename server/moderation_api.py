@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from server.auth import Principal
-from server.http_util import HTTPError, json_body, require_principal, state_of
+from server.http_util import HTTPError, json_body, query_int, require_principal, state_of
 
 FLAG_STATUSES = ("open", "reviewed", "dismissed")
 
@@ -77,12 +77,7 @@ async def list_flags(request: Request) -> Response:
     status = q.get("status")
     if status is not None and status not in FLAG_STATUSES:
         raise HTTPError(400, "invalid_request", f"status must be one of {', '.join(FLAG_STATUSES)}")
-    try:
-        limit = int(q.get("limit", "50"))
-    except ValueError as exc:
-        raise HTTPError(400, "invalid_request", "limit must be an integer") from exc
-    if not 1 <= limit <= 500:
-        raise HTTPError(400, "invalid_request", "limit must be in 1..500")
+    limit = query_int(request, "limit", 50, 1, 500)
     persona_id = user_id = None
     empty = JSONResponse({"data": [], "next_cursor": None})
     if q.get("persona"):

@@ -40,6 +40,7 @@ from server.http_util import (
     HTTPError,
     json_body,
     parse_multipart,
+    query_int,
     read_limited,
     require_principal,
     state_of,
@@ -182,12 +183,7 @@ async def list_voices(request: Request) -> Response:
     status = request.query_params.get("status")
     if status is not None and status not in STATUSES:
         raise HTTPError(400, "invalid_request", f"status must be one of {', '.join(STATUSES)}")
-    try:
-        limit = int(request.query_params.get("limit", "100"))
-    except ValueError as exc:
-        raise HTTPError(400, "invalid_request", "limit must be an integer") from exc
-    if not 1 <= limit <= 500:
-        raise HTTPError(400, "invalid_request", "limit must be in 1..500")
+    limit = query_int(request, "limit", 100, 1, 500)
     catalog = voice_catalog(request.app)
     voices = await catalog.voices.list_voices(principal.tenant_id, status=status, limit=limit)
     return JSONResponse({"data": [v.to_public() for v in voices]})

@@ -7,16 +7,16 @@
  * ``takeover.*`` marks it. After a reconnect (``ops.resync``) it is refetched,
  * since tenant-wide events cannot be replayed.
  */
-import { useEffect, useState } from 'preact/hooks';
-import { api } from '../api';
 import type { Session } from '../auth';
 import { ErrorAlert } from '../components/ErrorAlert';
 import { formatTime } from '../format';
-import { useOpsEvents } from '../hooks';
+import { useApiList, useOpsEvents } from '../hooks';
 import type { OpsEvent } from '../ops';
 import { href, navigate } from '../router';
-import type { ConversationSummary, ListResponse, MessagePreview, PersonaRef, Takeover, UserRef } from '../types';
+import type { ConversationSummary, MessagePreview, PersonaRef, Takeover, UserRef } from '../types';
 import { Conversation } from './live/Conversation';
+
+const ACTIVE_QUERY = { active: 'true', limit: 100 };
 
 interface Props {
   session: Session;
@@ -24,25 +24,13 @@ interface Props {
 }
 
 export function LivePanel({ session, conversationId }: Props) {
-  const [conversations, setConversations] = useState<ConversationSummary[]>([]);
-  const [loading, setLoading] = useState(true);
-  const [error, setError] = useState<unknown>(null);
-
-  const load = async () => {
-    try {
-      const page = await api.get<ListResponse<ConversationSummary>>('/v1/conversations', { active: 'true', limit: 100 });
-      setConversations(page.data ?? []);
-      setError(null);
-    } catch (exc) {
-      setError(exc);
-    } finally {
-      setLoading(false);
-    }
-  };
-
-  useEffect(() => {
-    void load();
-  }, []);
+  const {
+    items: conversations,
+    setItems: setConversations,
+    loading,
+    error,
+    reload: load,
+  } = useApiList<ConversationSummary>('/v1/conversations', ACTIVE_QUERY);
 
   useOpsEvents(['conversation.activity', 'takeover.started', 'takeover.ended', 'ops.resync'], (event) => {
     if (event.type === 'ops.resync') {

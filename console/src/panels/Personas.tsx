@@ -11,6 +11,7 @@ import type { Session } from '../auth';
 import { AvatarPreview } from '../components/AvatarPreview';
 import { ConfirmDialog } from '../components/Dialog';
 import { ErrorAlert } from '../components/ErrorAlert';
+import { useApiList } from '../hooks';
 import { can } from '../roles';
 import { href, navigate } from '../router';
 import type { ClonedVoice, ListResponse, Persona, PersonaVoice } from '../types';
@@ -23,28 +24,11 @@ interface Props {
 const NEW = 'new';
 
 export function PersonasPanel({ session, personaId }: Props) {
-  const [personas, setPersonas] = useState<Persona[]>([]);
-  const [loading, setLoading] = useState(true);
-  const [error, setError] = useState<unknown>(null);
+  const { items: personas, setItems: setPersonas, loading, error, reload: load } = useApiList<Persona>('/v1/personas');
   const [importing, setImporting] = useState(false);
   const [importError, setImportError] = useState<unknown>(null);
   const [notice, setNotice] = useState('');
   const admin = can(session.role, 'manage_personas');
-
-  const load = async () => {
-    try {
-      const page = await api.get<ListResponse<Persona>>('/v1/personas');
-      setPersonas(page.data ?? []);
-      setError(null);
-    } catch (exc) {
-      setError(exc);
-    } finally {
-      setLoading(false);
-    }
-  };
-  useEffect(() => {
-    void load();
-  }, []);
 
   const onImport = async (event: Event) => {
     const input = event.currentTarget as HTMLInputElement;

@@ -12,10 +12,10 @@ import type { Session } from '../auth';
 import { ErrorAlert } from '../components/ErrorAlert';
 import { Tabs, tabPanelProps } from '../components/Tabs';
 import { formatTime } from '../format';
-import { useOpsEvents } from '../hooks';
+import { useApiList, useOpsEvents } from '../hooks';
 import { can } from '../roles';
 import { href, Link } from '../router';
-import type { Flag, ListResponse, SocialComment } from '../types';
+import type { Flag, SocialComment } from '../types';
 
 type Tab = 'flags' | 'replies';
 
@@ -79,25 +79,14 @@ interface QueueState<T> {
 }
 
 function useFlags(allowed: boolean): QueueState<Flag> {
-  const [items, setItems] = useState<Flag[]>([]);
-  const [loading, setLoading] = useState(allowed);
-  const [error, setError] = useState<unknown>(null);
-
-  const load = async () => {
-    if (!allowed) return; // the flag queue needs the moderator role on the server too
-    try {
-      const page = await api.get<ListResponse<Flag>>('/v1/flags', { status: 'open', limit: 200 });
-      setItems(page.data ?? []);
-      setError(null);
-    } catch (exc) {
-      setError(exc);
-    } finally {
-      setLoading(false);
-    }
-  };
-  useEffect(() => {
-    void load();
-  }, []);
+  // The flag queue needs the moderator role on the server too: a viewer asks for nothing.
+  const {
+    items,
+    setItems,
+    loading,
+    error,
+    reload: load,
+  } = useApiList<Flag>('/v1/flags', { status: 'open', limit: 200 }, allowed);
 
   useOpsEvents(['moderation.flagged', 'ops.resync'], (event) => {
     if (event.type === 'ops.resync') {
@@ -197,24 +186,13 @@ function FlagCard({ flag, onResolved }: { flag: Flag; onResolved: () => void }) 
 // -- replies ----------------------------------------------------------------------------
 
 function useReplies(): QueueState<SocialComment> & { disabled: boolean } {
-  const [items, setItems] = useState<SocialComment[]>([]);
-  const [loading, setLoading] = useState(true);
-  const [error, setError] = useState<unknown>(null);
-
-  const load = async () => {
-    try {
-      const page = await api.get<ListResponse<SocialComment>>('/v1/replies', { status: 'pending', limit: 200 });
-      setItems(page.data ?? []);
-      setError(null);
-    } catch (exc) {
-      setError(exc);
-    } finally {
-      setLoading(false);
-    }
-  };
-  useEffect(() => {
-    void load();
-  }, []);
+  const {
+    items,
+    setItems,
+    loading,
+    error,
+    reload: load,
+  } = useApiList<SocialComment>('/v1/replies', { status: 'pending', limit: 200 });
 
   useOpsEvents(['*'], (event) => {
     if (event.type === 'ops.resync') {

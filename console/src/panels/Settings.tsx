@@ -16,9 +16,10 @@ import {
 import { ConfirmDialog, Dialog } from '../components/Dialog';
 import { ErrorAlert } from '../components/ErrorAlert';
 import { formatDateTime } from '../format';
+import { useApiList } from '../hooks';
 import { can, ROLE_LABELS } from '../roles';
 import { useStore } from '../store';
-import type { BrandColors, Branding, ListResponse, Operator, Role } from '../types';
+import type { BrandColors, Branding, Operator, Role } from '../types';
 
 const ROLES: Role[] = ['viewer', 'moderator', 'admin'];
 
@@ -246,24 +247,7 @@ function BrandingPreview({ branding }: { branding: Branding }) {
 // -- operators --------------------------------------------------------------------------
 
 function Operators({ session }: { session: Session }) {
-  const [operators, setOperators] = useState<Operator[]>([]);
-  const [loading, setLoading] = useState(true);
-  const [error, setError] = useState<unknown>(null);
-
-  const load = async () => {
-    try {
-      const page = await api.get<ListResponse<Operator>>('/v1/operators');
-      setOperators(page.data ?? []);
-      setError(null);
-    } catch (exc) {
-      setError(exc);
-    } finally {
-      setLoading(false);
-    }
-  };
-  useEffect(() => {
-    void load();
-  }, []);
+  const { items: operators, setItems: setOperators, loading, error } = useApiList<Operator>('/v1/operators');
 
   const replace = (op: Operator) => setOperators((list) => list.map((o) => (o.id === op.id ? op : o)));
 
