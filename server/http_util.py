@@ -63,7 +63,7 @@ async def require_principal(
 def query_int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     """An integer query parameter in ``lo..hi``, or 400 ``invalid_request`` saying which."""
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)
