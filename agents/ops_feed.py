@@ -39,7 +39,8 @@ def activity_event(session: Session, message: MessageRecord) -> dict[str, Any]:
             "name": session.persona.name,
         },
         "user": {"id": session.user.external_id, "name": session.user.name},
-        "channel": session.conversation.channel,
+        # not "channel": on the operator socket that names the stream ("ops")
+        "conversation_channel": session.conversation.channel,
         "message": {
             "id": message.id,
             "role": message.role,

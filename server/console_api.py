@@ -67,14 +67,15 @@ async def login(request: Request) -> Response:
     body = await json_body(request, max_bytes=16 * 1024)
     client = request.client.host if request.client else "unknown"
     limit = state.settings.console_login_attempts
-    # Failed attempts count, per account tried and per client address (more: offices
-    # share one); past the limit, sign-in is refused for the rest of the window.
-    keys = {f"ip:{client}": limit * 3}
+    # Every attempt counts before the password is checked (a burst sent at once cannot
+    # slip past a count taken after the check), per account tried and per client
+    # address (more: offices share one). Past the limit: 429 for the rest of the window.
+    keys = {f"ip:{client}": limit * 5}
     if isinstance(body.get("email"), str):
         keys[f"id:{body['email'].strip().lower()[:320]}"] = limit
-    for key in keys:
-        if await state.hot.get(f"console-login:blocked:{key}") is not None:
-            raise HTTPError(429, "rate_limited", "too many failed sign-ins; wait a few minutes")
+    for key, allowed in keys.items():
+        if not await state.hot.hit(f"console-login:{key}", allowed, LOGIN_WINDOW):
+            raise HTTPError(429, "rate_limited", "too many sign-in attempts; wait a few minutes")
     try:
         if "api_key" in body:
             if not isinstance(body["api_key"], str) or not body["api_key"]:
@@ -86,10 +87,6 @@ async def login(request: Request) -> Response:
                 raise HTTPError(400, "invalid_request", "give {'email', 'password'} or {'api_key'}")
             principal, token, expires = await _console(request).login_password(email, password)
     except LoginError as exc:
-        for key, allowed in keys.items():
-            # hit() refuses past `allowed - 1`: the `allowed`-th failure closes the door
-            if not await state.hot.hit(f"console-login:failed:{key}", allowed - 1, LOGIN_WINDOW):
-                await state.hot.put(f"console-login:blocked:{key}", {"at": 1}, LOGIN_WINDOW)
         raise HTTPError(401, "invalid_credentials", "wrong email, password or API key") from exc
     tenant = next(
         (t for t in await state.store.list_tenants() if t.id == principal.tenant_id), None

@@ -7,7 +7,8 @@ replicas through the database, like session tokens), which the console sends
 as ``Authorization: Bearer`` and as ``?token=`` on the operator socket
 (browsers cannot set headers on a WebSocket, and an API key must never sit in
 a URL). Each use re-reads the account or key, so disabling an operator,
-changing their role or revoking the key takes effect at once, not at expiry.
+changing their role or password, or revoking the key takes effect at once,
+not at expiry.
 
 Passwords are hashed with scrypt (hashlib, N=2^14, r=8, p=1, 16-byte salt),
 in a worker thread so a sign-in does not stall the event loop.
@@ -66,6 +67,11 @@ def verify_password(password: str, stored: str) -> bool:
 _DUMMY_HASH = hash_password("not a real password, only for timing")
 
 
+def _password_stamp(record: OperatorRecord) -> str:
+    """Changes with the password, so a new password ends the tokens issued before it."""
+    return hashlib.sha256(record.password_hash.encode()).hexdigest()[:16]
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -82,6 +88,9 @@ class ConsoleAuth:
         self.operators = ConsoleStore(store)
         self.ttl_seconds = ttl_seconds
         self._key = hashlib.sha256(("salon-console:" + secret).encode()).digest()
+        # scrypt runs in the shared thread pool: a flood of sign-ins waits here
+        # instead of taking every worker thread (16 MiB of memory each, too).
+        self._checks = asyncio.Semaphore(4)
 
     # -- sign-in --------------------------------------------------------------
 
@@ -90,11 +99,12 @@ class ConsoleAuth:
             raise LoginError
         record = await self.operators.find_operator_by_email(email)
         stored = record.password_hash if record is not None else _DUMMY_HASH
-        ok = await asyncio.to_thread(verify_password, password, stored)
+        async with self._checks:
+            ok = await asyncio.to_thread(verify_password, password, stored)
         if record is None or not ok or record.disabled:
             raise LoginError
         principal = self._operator_principal(record)
-        return (principal, *self.mint(principal))
+        return (principal, *self.mint(principal, record))
 
     async def login_api_key(self, api_key: str) -> tuple[Principal, str, int]:
         key = await self.store.find_api_key(api_key)
@@ -106,8 +116,13 @@ class ConsoleAuth:
         payload = {"t": key.tenant_id, "k": "api_key", "i": key.id, "n": principal.name}
         return (principal, *self._sign_payload(payload))
 
-    def mint(self, principal: Principal) -> tuple[str, int]:
-        payload = {"t": principal.tenant_id, "k": "operator", "i": principal.operator_id}
+    def mint(self, principal: Principal, record: OperatorRecord) -> tuple[str, int]:
+        payload = {
+            "t": principal.tenant_id,
+            "k": "operator",
+            "i": principal.operator_id,
+            "v": _password_stamp(record),
+        }
         return self._sign_payload(payload)
 
     def _sign_payload(self, payload: dict[str, Any]) -> tuple[str, int]:
@@ -136,6 +151,8 @@ class ConsoleAuth:
             record = await self.operators.get_operator(tenant, ident)
             if record is None or record.disabled:
                 return None
+            if not hmac.compare_digest(str(payload.get("v", "")), _password_stamp(record)):
+                return None  # the password changed since: sign in again
             return self._operator_principal(record)
         if kind == "api_key":
             role = await self.operators.api_key_role(tenant, ident)

@@ -71,6 +71,8 @@ async def console_page(request: Request) -> Response:
                 media_type="text/javascript",
                 headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
             )
+        if target.suffix == ".html":  # index.html asked for by name: still the page
+            return FileResponse(target, media_type="text/html", headers=PAGE_HEADERS)
         cache = "public, max-age=31536000, immutable" if rel.startswith("assets/") else "no-cache"
         return FileResponse(
             target, headers={"Cache-Control": cache, "X-Content-Type-Options": "nosniff"}

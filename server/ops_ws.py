@@ -35,6 +35,10 @@ from server.ws import CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED, _refuse
 log = structlog.get_logger(__name__)
 
 MAX_WATCHES = 20
+# The credential is checked again this often (and on every watch): a disabled
+# operator, a revoked key or an expired token loses the socket, not only new ones.
+RECHECK_SECONDS = 60.0
+CLOSE_CREDENTIAL_GONE = 4401
 
 
 async def ops_endpoint(ws: WebSocket) -> None:
@@ -46,11 +50,9 @@ async def ops_endpoint(ws: WebSocket) -> None:
         return
     header = bearer_token(ws.headers.get("authorization"))
     query = ws.query_params.get("token")
-    principal: Principal | None = None
-    if header:
-        principal = await authenticate(state.store, state.tokens, header, console=state.console)
-    elif query and query.startswith(CONSOLE_TOKEN_PREFIX):
-        principal = await state.console.verify(query)
+    # API keys only in the header (URLs end up in logs); console tokens either way.
+    credential = header or (query if query and query.startswith(CONSOLE_TOKEN_PREFIX) else None)
+    principal = await _authenticate(state, credential)
     if principal is None or principal.is_session:
         await _refuse(
             ws,
@@ -67,20 +69,30 @@ async def ops_endpoint(ws: WebSocket) -> None:
         await _refuse(ws, 503, "server_busy", "too many connections", 1013)
         return
     await ws.accept()
+    conn = OpsConnection(ws, state, principal, credential or "")
+    state.connections.add(conn)
     metrics.CONNECTIONS.inc()
     try:
-        await OpsConnection(ws, state, principal).run()
+        await conn.run()
     finally:
+        state.connections.discard(conn)
         metrics.CONNECTIONS.dec()
+
+
+async def _authenticate(state: AppState, credential: str | None) -> Principal | None:
+    return await authenticate(state.store, state.tokens, credential, console=state.console)
 
 
 class OpsConnection:
     """One operator socket: the tenant's operator stream plus the conversations watched."""
 
-    def __init__(self, ws: WebSocket, state: AppState, principal: Principal) -> None:
+    def __init__(
+        self, ws: WebSocket, state: AppState, principal: Principal, credential: str
+    ) -> None:
         self.ws = ws
         self.state = state
         self.principal = principal
+        self._credential = credential
         self.watches: dict[str, asyncio.Task[None]] = {}
         self._frames = TokenBucket(rate=20, burst=40)
         self._gone = False
@@ -98,6 +110,7 @@ class OpsConnection:
             }
         )
         ops = asyncio.create_task(self._forward(stream, latest, ops=True))
+        recheck = asyncio.create_task(self._recheck_periodically())
         try:
             while not self._gone:
                 message = await self.ws.receive()
@@ -107,11 +120,40 @@ class OpsConnection:
         except WebSocketDisconnect:
             pass
         finally:
-            for task in [ops, *self.watches.values()]:
+            for task in [ops, recheck, *self.watches.values()]:
                 task.cancel()
-            for task in [ops, *self.watches.values()]:
+            for task in [ops, recheck, *self.watches.values()]:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+    async def refresh_presence(self) -> None:
+        """Operators are not part of any conversation's presence (the app's maintenance
+        loop calls this on every connection)."""
+
+    async def still_allowed(self) -> bool:
+        """Check the credential again; on failure close the socket (4401) and say False."""
+        try:
+            principal = await _authenticate(self.state, self._credential)
+        except Exception:  # a store outage is not the operator's fault: keep the socket
+            return True
+        if (
+            principal is not None
+            and principal.tenant_id == self.principal.tenant_id
+            and principal.allows("viewer")
+        ):
+            self.principal = principal
+            return True
+        await self.error("unauthorized", "the credential is no longer valid; sign in again")
+        self._gone = True
+        with contextlib.suppress(Exception):
+            await self.ws.close(CLOSE_CREDENTIAL_GONE, "credential no longer valid")
+        return False
+
+    async def _recheck_periodically(self) -> None:
+        while not self._gone:
+            await asyncio.sleep(RECHECK_SECONDS)
+            if not await self.still_allowed():
+                return
 
     async def send(self, event: dict[str, Any]) -> bool:
         if self._gone:
@@ -192,6 +234,8 @@ class OpsConnection:
         ):
             await self.error("invalid_event", "watch: 'resume_after' must be a seq (integer >= 0)")
             return
+        if not await self.still_allowed():
+            return
         tenant = self.principal.tenant_id
         if await self.state.store.get_conversation(tenant, conv_id) is None:
             await self.error(
@@ -207,7 +251,8 @@ class OpsConnection:
         if previous is not None:
             previous.cancel()
         latest = await self.state.events.latest_seq(conv_id)
-        start = latest if after is None else after
+        # Past the end (a stale client): from now, rather than waiting for a seq to come.
+        start = latest if after is None else min(after, latest)
         await self.send(
             {
                 "type": "watch.ready",

@@ -37,8 +37,12 @@ async def _context(request: Request) -> tuple[str, str, TakeoverService, dict[st
     principal = await require_principal(request, api_key_only=True, role=role)
     service: TakeoverService = state_of(request).extensions.takeover
     body = await json_body(request) if await request.body() else {}
-    # A signed-in operator is recorded by their own name unless they give another.
-    name = body["name"] if "name" in body else principal.name or "operator"
+    # A signed-in operator is recorded, shown and checked by their own name, whatever
+    # the body says; a backend with an API key names the person it acts for.
+    if principal.kind == "operator" and principal.name:
+        name = principal.name
+    else:
+        name = body["name"] if "name" in body else principal.name or "operator"
     if not isinstance(name, str) or not name.strip() or len(name) > 100:
         raise HTTPError(400, "invalid_request", "'name' must be a short string")
     conv_id = request.path_params["conversation_id"]

@@ -85,9 +85,10 @@ def test_moderator_takes_over_but_does_not_edit_personas(
         ready = await person.start(persona["id"], user=f"mod-{uuid.uuid4().hex[:6]}")
         conv = ready["conversation_id"]
         url = f"{server.url}/v1/conversations/{conv}/takeover"
-        r = httpx.post(url, headers=moderator, json={"mode": "operator"})
+        # An operator is recorded and shown under their own name, whatever they send.
+        r = httpx.post(url, headers=moderator, json={"mode": "operator", "name": "The CEO"})
         assert r.status_code == 201, r.text
-        assert r.json()["operator"] == "Moderator Op"  # recorded under the operator's name
+        assert r.json()["operator"] == "Moderator Op"
         said = httpx.post(url + "/messages", headers=moderator, json={"text": "Hi, I'm staff."})
         assert said.status_code == 201, said.text
         done = await person.until("response.done")
@@ -104,6 +105,21 @@ def test_moderator_takes_over_but_does_not_edit_personas(
     assert httpx.get(f"{server.url}/v1/flags", headers=moderator).status_code == 200
     _, viewer = _token(server, "viewer")
     assert httpx.get(f"{server.url}/v1/flags", headers=viewer).status_code == 403
+
+
+def test_a_new_password_ends_the_old_tokens(server: ServerProcess) -> None:
+    op, headers = _token(server, "viewer")
+    assert httpx.get(f"{server.url}/v1/console/me", headers=headers).status_code == 200
+    r = httpx.patch(
+        f"{server.url}/v1/operators/{op['id']}",
+        headers=server.auth,
+        json={"password": "a brand new passphrase"},
+    )
+    assert r.status_code == 200
+    assert httpx.get(f"{server.url}/v1/console/me", headers=headers).status_code == 401
+    assert _login(server, email=op["email"], password=PASSWORD).status_code == 401
+    again = _login(server, email=op["email"], password="a brand new passphrase")
+    assert again.status_code == 200
 
 
 def test_api_key_sign_in_and_bad_credentials(server: ServerProcess) -> None:
@@ -372,6 +388,8 @@ def test_console_page_is_served_with_a_strict_policy(server: ServerProcess) -> N
     page = httpx.get(server.url + "/console/live")  # a client-side route: the page
     assert page.status_code == 200, page.text[:200]
     assert "<div id=" in page.text and "script" in page.text
+    by_name = httpx.get(server.url + "/console/index.html")  # the same page, the same policy
+    assert by_name.headers["content-security-policy"] == page.headers["content-security-policy"]
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert page.headers["cache-control"] == "no-cache"

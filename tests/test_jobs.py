@@ -981,7 +981,7 @@ async def api(
     tokens = SessionTokens("test-secret")
     # What AppState holds, as far as these routes need it.
     app.state.salon = SimpleNamespace(
-        store=store, events=events, tokens=tokens, jobs=system.client, storage=storage
+        store=store, events=events, tokens=tokens, jobs=system.client, storage=storage, console=None
     )
     keys = {t: (await store.create_api_key(t, "admin"))[1] for t in (TENANT, OTHER)}
     transport = httpx.ASGITransport(app=app)

@@ -49,7 +49,8 @@ async def test_operator_sees_activity_and_watches_a_reply_stream(
             seen.append(event)
     assert {e["message"]["role"] for e in seen} == {"user", "assistant"}
     user_event = next(e for e in seen if e["message"]["role"] == "user")
-    assert user_event["channel"] == "ops" and user_event["user"]["id"] == user
+    assert user_event["channel"] == "ops" and user_event["conversation_channel"] == "ws"
+    assert user_event["user"]["id"] == user
     assert user_event["message"]["preview"] == "first message"
     assert user_event["persona"]["id"] == persona["id"]
 
@@ -151,3 +152,28 @@ async def test_foreign_origin_is_refused(server: ServerProcess) -> None:
     with pytest.raises(websockets.InvalidStatus) as refused:
         await _ops(server, _console_token(server), Origin="https://evil.example")
     assert refused.value.response.status_code == 403
+
+
+async def test_a_disabled_operator_loses_an_open_socket(server: ServerProcess) -> None:
+    body = {
+        "email": f"gone-{uuid.uuid4().hex[:8]}@example.com",
+        "role": "viewer",
+        "password": "correct horse battery",
+    }
+    created = httpx.post(f"{server.url}/v1/operators", headers=server.auth, json=body).json()
+    login = httpx.post(
+        f"{server.url}/v1/console/login",
+        json={"email": body["email"], "password": body["password"]},
+    ).json()
+    ops = await _ops(server, login["token"])
+    assert (await ops.recv())["type"] == "ops.ready"
+    disabled = httpx.patch(
+        f"{server.url}/v1/operators/{created['id']}", headers=server.auth, json={"disabled": True}
+    )
+    assert disabled.status_code == 200
+    # The next thing it asks for finds the credential gone: an error, then the close.
+    await ops.send({"type": "watch", "conversation_id": "conv_any"})
+    assert (await ops.until("error"))["code"] == "unauthorized"
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await ops.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401

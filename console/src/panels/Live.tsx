@@ -161,11 +161,8 @@ export function applyActivity(list: ConversationSummary[], event: OpsEvent): Con
   return [updated, ...list.filter((c) => c.id !== id)];
 }
 
-/**
- * The conversation's channel from an activity event. The event's own
- * ``channel`` field is "ops" (the stream it came on) when the server marks
- * operator events that way; then the conversation's channel is unknown here.
- */
+/** The conversation's channel (ws, instagram, ...) from an activity event. */
 function conversationChannel(event: OpsEvent): string {
-  return typeof event.channel === 'string' && event.channel !== 'ops' ? event.channel : '';
+  const channel = event.conversation_channel;
+  return typeof channel === 'string' ? channel : '';
 }
