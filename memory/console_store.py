@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, select
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from memory.ids import new_id
-from memory.models import ApiKey, Base, aware, utcnow
-from memory.store import Conflict, Store
+from memory.models import ApiKey, Base, Conversation, Message, Persona, User, aware, utcnow
+from memory.store import Conflict, Store, _conversation_record
 
 ROLES = ("viewer", "moderator", "admin")
 
@@ -223,11 +223,6 @@ async def recent_conversations(
     store: Store, tenant_id: str, *, since: datetime | None, limit: int, preview_chars: int = 160
 ) -> list[ActiveConversation]:
     """The tenant's conversations by latest activity (newest first), updated after ``since``."""
-    from sqlalchemy import func, or_
-
-    from memory.models import Conversation, Message, Persona, User
-    from memory.store import _conversation_record
-
     async with store._tx(tenant_id) as s:
         query = (
             select(Conversation, Persona.slug, Persona.name, User.external_id, User.name)
@@ -302,8 +297,6 @@ async def user_texts(
 ) -> list[str]:
     """What people wrote in the tenant's conversations between ``start`` and ``end``,
     newest first, at most ``limit`` messages (the analytics' topics read these)."""
-    from memory.models import Conversation, Message
-
     query = (
         select(Message.content)
         .where(

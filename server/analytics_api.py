@@ -10,6 +10,7 @@ keys only: a series over many people is an operator's view.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -49,9 +50,49 @@ def _time(value: str | None, name: str) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-async def _query(request: Request) -> tuple[dict[str, Any], list[AnalysisBucketRecord]]:
+@dataclass(frozen=True)
+class _Filters:
+    """What a series request asks for, validated, with persona and user resolved."""
+
+    tenant_id: str
+    bucket: Granularity
+    start: datetime
+    end: datetime
+    persona_id: str | None
+    user: str | None
+    user_id: str | None
+    channel: str | None
+    role: str
+
+    def head(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "from": bucket_start(self.start, self.bucket).isoformat(),
+            "to": self.end.isoformat(),
+            "filters": {
+                "persona": self.persona_id,
+                "user": self.user,
+                "channel": self.channel,
+                "role": self.role,
+            },
+        }
+
+    async def series(self, service: Any, roles: tuple[str, ...]) -> list[AnalysisBucketRecord]:
+        points: list[AnalysisBucketRecord] = await service.analyses.series(
+            self.tenant_id,
+            granularity=self.bucket,
+            start=self.start,
+            end=self.end,
+            persona_id=self.persona_id,
+            user_id=self.user_id,
+            channel=self.channel,
+            roles=roles,
+        )
+        return points
+
+
+async def _filters(request: Request) -> _Filters:
     principal = await require_principal(request, api_key_only=True)
-    service = _analysis_service(request)
     store = state_of(request).store
     q = request.query_params
     granularity = q.get("bucket", "day")
@@ -80,24 +121,23 @@ async def _query(request: Request) -> tuple[dict[str, Any], list[AnalysisBucketR
         if found is None:
             raise HTTPError(404, "user_not_found", f"no user {user!r}")
         user_id = found.id
-    channel = q.get("channel") or None
-    points = await service.analyses.series(
+    return _Filters(
         principal.tenant_id,
-        granularity=bucket,
-        start=start,
-        end=end,
-        persona_id=persona_id,
-        user_id=user_id,
-        channel=channel,
-        roles=ROLES[role],
+        bucket,
+        start,
+        end,
+        persona_id,
+        user or None,
+        user_id,
+        q.get("channel") or None,
+        role,
     )
-    head = {
-        "bucket": bucket,
-        "from": bucket_start(start, bucket).isoformat(),
-        "to": end.isoformat(),
-        "filters": {"persona": persona_id, "user": user, "channel": channel, "role": role},
-    }
-    return head, points
+
+
+async def _query(request: Request) -> tuple[dict[str, Any], list[AnalysisBucketRecord]]:
+    filters = await _filters(request)
+    service = _analysis_service(request)
+    return filters.head(), await filters.series(service, ROLES[filters.role])
 
 
 def _summary(points: list[AnalysisBucketRecord]) -> AnalysisBucketRecord | None:
@@ -164,48 +204,32 @@ async def volume_series(request: Request) -> Response:
     Counted from the analysis aggregates (every stored message is analysed), so
     this reads a few rows per bucket, never the messages.
     """
-    head, _ = await _query(request)
+    filters = await _filters(request)
     service = _analysis_service(request)
-    principal = await require_principal(request, api_key_only=True)
     counts: dict[str, dict[str, int]] = {}
-    filters = head["filters"]
-    persona_id = filters["persona"]
-    user_id = None
-    if filters["user"]:
-        found = await state_of(request).store.find_user(principal.tenant_id, filters["user"])
-        user_id = found.id if found else None
     for role in ("user", "assistant"):
-        points = await service.analyses.series(
-            principal.tenant_id,
-            granularity=head["bucket"],
-            start=datetime.fromisoformat(head["from"]),
-            end=datetime.fromisoformat(head["to"]),
-            persona_id=persona_id,
-            user_id=user_id,
-            channel=filters["channel"],
-            roles=(role,),
-        )
-        for p in points:
+        for p in await filters.series(service, (role,)):
             counts.setdefault(p.start.isoformat(), {"user": 0, "assistant": 0})[role] = p.count
-    data = [{"start": start, **counts[start]} for start in sorted(counts)]
-    head["filters"].pop("role", None)
-    return JSONResponse({**head, "data": data})
+    head = filters.head()
+    head["filters"].pop("role")
+    return JSONResponse({**head, "data": [{"start": k, **counts[k]} for k in sorted(counts)]})
 
 
 async def topics(request: Request) -> Response:
     """What people talk about most: ``{topic, count}`` over the range (``?limit=`` 1..50)."""
-    head, _ = await _query(request)
-    principal = await require_principal(request, api_key_only=True)
+    filters = await _filters(request)
+    _analysis_service(request)  # 404 when analysis is off, like the other series
     limit = query_int(request, "limit", 10, 1, 50)
     texts = await user_texts(
         state_of(request).store,
-        principal.tenant_id,
-        start=datetime.fromisoformat(head["from"]),
-        end=datetime.fromisoformat(head["to"]),
-        persona_id=head["filters"]["persona"],
+        filters.tenant_id,
+        start=bucket_start(filters.start, filters.bucket),
+        end=filters.end,
+        persona_id=filters.persona_id,
         limit=TOPIC_MESSAGES,
     )
     found = await asyncio.to_thread(top_topics, texts, limit=limit)
+    head = filters.head()
     return JSONResponse(
         {"from": head["from"], "to": head["to"], "messages": len(texts), "data": found}
     )
