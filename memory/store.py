@@ -118,6 +118,11 @@ class Store:
             raise Conflict(f"tenant {tenant_id!r} already exists") from exc
         return TenantRecord(id=row.id, name=row.name)
 
+    async def get_tenant(self, tenant_id: str) -> TenantRecord | None:
+        async with self._tx(system=True) as s:
+            row = await s.get(Tenant, tenant_id)
+        return TenantRecord(id=row.id, name=row.name) if row else None
+
     async def list_tenants(self) -> list[TenantRecord]:
         async with self._tx(system=True) as s:
             rows = (await s.execute(select(Tenant).order_by(Tenant.created_at))).scalars()

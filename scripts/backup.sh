@@ -214,20 +214,7 @@ revision=$(sql "SELECT coalesce(string_agg(version_num, ','), '') FROM alembic_v
 revision=${revision%$'\n'}
 server_version=$(sql "SHOW server_version;") || psql_failed "query failed"
 server_version=${server_version%$'\n'}
-# Every table of Salon's schema, counted in the snapshot pg_dump exports: psql
-# builds one query (a UNION of counts) and runs it with \gexec.
-COUNT_ROWS_SQL=$(
-    cat <<'SQL'
-SELECT 'SELECT ' || coalesce(
-    'json_object_agg(t, n ORDER BY t) FROM ('
-    || string_agg(format('SELECT %L AS t, count(*) AS n FROM %I.%I', c.relname, n.nspname, c.relname), ' UNION ALL ')
-    || ') s',
-    '''{}''::json')
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = current_schema()
-\gexec
-SQL
-)
+# Every table, counted in the snapshot pg_dump exports (COUNT_ROWS_SQL: pg-lib.sh).
 row_counts=$(sql "$COUNT_ROWS_SQL") || psql_failed "counting rows failed"
 row_counts=${row_counts%$'\n'}
 

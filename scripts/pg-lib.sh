@@ -72,3 +72,20 @@ PY
     # shellcheck disable=SC2034
     DB_SHOWN=$(sed -n 2p <<<"$lines")
 }
+
+# Every table of Salon's schema with its row count, as one JSON object: psql builds
+# one query (a UNION of counts) and runs it with \gexec. backup.sh records it in the
+# manifest; restore.sh compares against it.
+# shellcheck disable=SC2034
+COUNT_ROWS_SQL=$(
+    cat <<'SQL'
+SELECT 'SELECT ' || coalesce(
+    'json_object_agg(t, n ORDER BY t) FROM ('
+    || string_agg(format('SELECT %L AS t, count(*) AS n FROM %I.%I', c.relname, n.nspname, c.relname), ' UNION ALL ')
+    || ') s',
+    '''{}''::json')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = current_schema()
+\gexec
+SQL
+)

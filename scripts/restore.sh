@@ -307,18 +307,6 @@ index_count=$(sql "SELECT count(*) FROM pg_indexes WHERE schemaname = current_sc
 
 # -- 5. row counts against the manifest -------------------------------------------------------
 
-COUNT_ROWS_SQL=$(
-    cat <<'SQL'
-SELECT 'SELECT ' || coalesce(
-    'json_object_agg(t, n ORDER BY t) FROM ('
-    || string_agg(format('SELECT %L AS t, count(*) AS n FROM %I.%I', c.relname, n.nspname, c.relname), ' UNION ALL ')
-    || ') s',
-    '''{}''::json')
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = current_schema()
-\gexec
-SQL
-)
 counts=$(sql "$COUNT_ROWS_SQL") || sql_failed "counting rows failed"
 summary=$(
     "$PYTHON" - "$backup_dir/manifest.json" "$counts" <<'PY'

@@ -257,6 +257,17 @@ async def _with_store(settings: Settings, fn: Any) -> Any:
         await store.close()
 
 
+async def _resolve_tenant(store: Any, settings: Settings, tenant: str | None) -> str:
+    """``--tenant`` checked, or the first tenant (bootstrapped on an empty database)."""
+    from server.state import bootstrap_tenant
+
+    await bootstrap_tenant(store, settings)
+    tenants = [t.id for t in await store.list_tenants()]
+    if tenant is not None and tenant not in tenants:
+        raise LookupError(f"no tenant {tenant!r} (known: {', '.join(sorted(tenants))})")
+    return tenant or tenants[0]
+
+
 @personas_app.command("import")
 def personas_import(
     file: Annotated[
@@ -271,7 +282,6 @@ def personas_import(
     from agents.cards import CardError, load_card_file
     from agents.personas import create_persona
     from memory.store import Conflict, Store
-    from server.state import bootstrap_tenant
 
     settings = _settings(data_dir=data_dir)
     try:
@@ -281,11 +291,7 @@ def personas_import(
         raise typer.Exit(1) from exc
 
     async def _import(store: Store) -> Any:
-        await bootstrap_tenant(store, settings)
-        tenants = {t.id for t in await store.list_tenants()}
-        if tenant is not None and tenant not in tenants:
-            raise LookupError(f"no tenant {tenant!r} (known: {', '.join(sorted(tenants))})")
-        tenant_id = tenant or (await store.list_tenants())[0].id
+        tenant_id = await _resolve_tenant(store, settings, tenant)
         return await create_persona(
             store, tenant_id, spec.model_dump(mode="json", exclude_none=True)
         )
@@ -335,7 +341,6 @@ def operators_create(
     from memory.console_store import ROLES, ConsoleStore
     from memory.store import Conflict, Store
     from server.console_auth import MAX_PASSWORD, MIN_PASSWORD, hash_password
-    from server.state import bootstrap_tenant
 
     if role not in ROLES:
         typer.echo(f"salon: role must be one of {', '.join(ROLES)}", err=True)
@@ -352,12 +357,8 @@ def operators_create(
     settings = _settings(data_dir=data_dir)
 
     async def _create(store: Store) -> Any:
-        await bootstrap_tenant(store, settings)
-        tenants = {t.id for t in await store.list_tenants()}
-        if tenant is not None and tenant not in tenants:
-            raise LookupError(f"no tenant {tenant!r} (known: {', '.join(sorted(tenants))})")
         return await ConsoleStore(store).create_operator(
-            tenant or (await store.list_tenants())[0].id,
+            await _resolve_tenant(store, settings, tenant),
             email=email,
             name=name or email.split("@")[0],
             role=role,

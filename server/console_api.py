@@ -50,6 +50,11 @@ def _console(request: Request) -> Any:
     return state_of(request).console
 
 
+async def _tenant(request: Request, tenant_id: str) -> dict[str, Any]:
+    tenant = await state_of(request).store.get_tenant(tenant_id)
+    return {"id": tenant_id, "name": tenant.name if tenant else None}
+
+
 def _whoami(principal: Principal) -> dict[str, Any]:
     return {
         "kind": principal.kind,
@@ -80,44 +85,32 @@ async def login(request: Request) -> Response:
         if "api_key" in body:
             if not isinstance(body["api_key"], str) or not body["api_key"]:
                 raise HTTPError(400, "invalid_request", "'api_key' must be a string")
-            principal, token, expires = await _console(request).login_api_key(body["api_key"])
+            login = await _console(request).login_api_key(body["api_key"])
         else:
             email, password = body.get("email"), body.get("password")
             if not isinstance(email, str) or not isinstance(password, str):
                 raise HTTPError(400, "invalid_request", "give {'email', 'password'} or {'api_key'}")
-            principal, token, expires = await _console(request).login_password(email, password)
+            login = await _console(request).login_password(email, password)
     except LoginError as exc:
         raise HTTPError(401, "invalid_credentials", "wrong email, password or API key") from exc
-    tenant = next(
-        (t for t in await state.store.list_tenants() if t.id == principal.tenant_id), None
-    )
-    operator = None
-    if principal.operator_id is not None:
-        record = await _console(request).operators.get_operator(
-            principal.tenant_id, principal.operator_id
-        )
-        operator = record.to_public() if record else None
+    principal = login.principal
     return JSONResponse(
         {
-            "token": token,
-            "expires_at": expires,
+            "token": login.token,
+            "expires_at": login.expires_at,
             **_whoami(principal),
-            "operator": operator,
-            "tenant": {"id": principal.tenant_id, "name": tenant.name if tenant else None},
+            "operator": login.operator.to_public() if login.operator else None,
+            "tenant": await _tenant(request, principal.tenant_id),
         }
     )
 
 
 async def me(request: Request) -> Response:
     principal = await require_principal(request, api_key_only=True)
-    state = state_of(request)
-    tenant = next(
-        (t for t in await state.store.list_tenants() if t.id == principal.tenant_id), None
-    )
     return JSONResponse(
         {
             **_whoami(principal),
-            "tenant": {"id": principal.tenant_id, "name": tenant.name if tenant else None},
+            "tenant": await _tenant(request, principal.tenant_id),
             "branding": _branding_body(
                 await _console(request).operators.get_branding(principal.tenant_id)
             ),

@@ -23,6 +23,7 @@ import hmac
 import json
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from memory.console_store import ConsoleStore, OperatorRecord
@@ -32,6 +33,16 @@ from server.auth import CONSOLE_TOKEN_PREFIX, Principal
 _N, _R, _P = 2**14, 8, 1
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
+
+
+@dataclass(frozen=True)
+class Login:
+    """A successful sign-in: who, the console token and its expiry, the account if any."""
+
+    principal: Principal
+    token: str
+    expires_at: int
+    operator: OperatorRecord | None = None
 
 
 class LoginError(Exception):
@@ -94,7 +105,7 @@ class ConsoleAuth:
 
     # -- sign-in --------------------------------------------------------------
 
-    async def login_password(self, email: str, password: str) -> tuple[Principal, str, int]:
+    async def login_password(self, email: str, password: str) -> Login:
         if len(password) > MAX_PASSWORD:
             raise LoginError
         record = await self.operators.find_operator_by_email(email)
@@ -104,9 +115,9 @@ class ConsoleAuth:
         if record is None or not ok or record.disabled:
             raise LoginError
         principal = self._operator_principal(record)
-        return (principal, *self.mint(principal, record))
+        return Login(principal, *self.mint(principal, record), operator=record)
 
-    async def login_api_key(self, api_key: str) -> tuple[Principal, str, int]:
+    async def login_api_key(self, api_key: str) -> Login:
         key = await self.store.find_api_key(api_key)
         if key is None:
             raise LoginError
@@ -114,7 +125,7 @@ class ConsoleAuth:
             tenant_id=key.tenant_id, kind="api_key", role=key.role, name=f"key {key.prefix}…"
         )
         payload = {"t": key.tenant_id, "k": "api_key", "i": key.id, "n": principal.name}
-        return (principal, *self._sign_payload(payload))
+        return Login(principal, *self._sign_payload(payload))
 
     def mint(self, principal: Principal, record: OperatorRecord) -> tuple[str, int]:
         payload = {

@@ -240,6 +240,8 @@ async def test_tenants_create_list_count(store: Store) -> None:
     assert b == TenantRecord(id="ten_explicit", name="Globex")
     assert await store.count_tenants() == 2
     assert await store.list_tenants() == [a, b]  # creation order
+    assert await store.get_tenant("ten_explicit") == b
+    assert await store.get_tenant("ten_missing") is None
 
 
 async def test_explicit_tenant_id_conflict(store: Store) -> None:
