@@ -87,13 +87,12 @@ async def test_records(hot: HotState) -> None:
 async def test_publish_reaches_every_subscriber(hot: HotState) -> None:
     channel = uuid.uuid4().hex
     received: list[list[dict[str, Any]]] = [[], []]
-    ready = asyncio.Event()
 
     async def listen(i: int) -> None:
         async for message in hot.subscribe(channel):
             received[i].append(message)
-            if len(received[i]) == 2:
-                return
+            if message == {"cancel": "conv1"}:
+                return  # (a count would race: an early subscriber can see two probes)
 
     tasks = [asyncio.create_task(listen(i)) for i in range(2)]
     # subscriptions become active once the generators start; publish until they see it
@@ -102,7 +101,6 @@ async def test_publish_reaches_every_subscriber(hot: HotState) -> None:
         await asyncio.sleep(0.02)
         if all(received):
             break
-    ready.set()
     await hot.publish(channel, {"cancel": "conv1"})
     await asyncio.wait_for(asyncio.gather(*tasks), 5)
-    assert all(r[-1] == {"cancel": "conv1"} for r in received)
+    assert all(r[-1] == {"cancel": "conv1"} and r[0] == {"probe": True} for r in received)
