@@ -25,7 +25,7 @@ import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agents.ops_feed import for_operators, ops_stream
-from memory.eventlog import ResumeGap, follow
+from memory.eventlog import ResumeGap, event_text, follow
 from server import metrics
 from server.auth import CONSOLE_TOKEN_PREFIX, Principal, authenticate, bearer_token
 from server.limits import TokenBucket, origin_allowed
@@ -159,7 +159,7 @@ class OpsConnection:
         if self._gone:
             return False
         try:
-            await self.ws.send_text(json.dumps(event, separators=(",", ":")))
+            await self.ws.send_text(event_text(event))  # logged events: encoded once
         except (WebSocketDisconnect, RuntimeError, OSError):
             self._gone = True
             return False

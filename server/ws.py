@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from typing import Any
@@ -20,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agents.conversations import ConversationError, Session
-from memory.eventlog import ResumeGap, follow
+from memory.eventlog import ResumeGap, event_text, follow
 from server import metrics, ws_media
 from server.auth import Principal, authenticate, bearer_token
 from server.limits import TokenBucket, origin_allowed
@@ -145,7 +144,7 @@ class Connection:
         if self._gone:
             return False
         try:
-            await self.ws.send_text(json.dumps(event, separators=(",", ":")))
+            await self.ws.send_text(event_text(event))  # logged events: encoded once
         except (WebSocketDisconnect, RuntimeError, OSError):
             self._gone = True  # the reader sees the disconnect and cleans up
             return False

@@ -9,6 +9,7 @@ subscriber queue) are below it, outside the class.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -17,7 +18,15 @@ from typing import Any, Protocol, cast
 
 import pytest
 
-from memory.eventlog import EventLog, InProcessEventLog, Lagged, ResumeGap, follow
+from memory.eventlog import (
+    EventLog,
+    InProcessEventLog,
+    Lagged,
+    LoggedEvent,
+    ResumeGap,
+    event_text,
+    follow,
+)
 from memory.eventlog.base import Event
 
 # -- backends -------------------------------------------------------------------
@@ -225,6 +234,28 @@ def _assert_contiguous(events: list[Event], first: int, last: int, cid: str) -> 
 
 
 class TestEventLogContract:
+    async def test_the_text_a_socket_sends_is_the_event_replayed_or_live(
+        self, log: EventLog, cid: str
+    ) -> None:
+        body = {"type": "delta", "delta": 'é "quoted" \\ \n', "nested": {"a": [1, None]}}
+        sub = await log.subscribe(cid)
+        try:
+            appended = await log.append(cid, body)
+            async with asyncio.timeout(10):
+                live = await sub.get()
+        finally:
+            await sub.close()
+        (replayed,) = await log.replay(cid, 0)
+        expected = {**body, "conversation_id": cid, "seq": appended["seq"]}
+        for event in (live, replayed):
+            assert event == expected
+            # Sent as encoded by the log (once), it must still be exactly the event.
+            assert json.loads(event_text(event)) == expected
+        assert json.loads(event_text({"type": "error", "code": "x"})) == {
+            "type": "error",
+            "code": "x",
+        }
+
     async def test_forget_deletes_the_events_but_not_the_seq(self, log: EventLog, cid: str) -> None:
         await _append_n(log, cid, 5)
         await log.forget(cid)
@@ -638,3 +669,14 @@ async def test_redis_batched_appends_reload_a_flushed_script(redis_server: Any) 
     finally:
         await log.close()
         await redis.aclose()
+
+
+def test_a_placed_event_splices_its_position_into_any_object_text() -> None:
+    for body in ('{"type":"t"}', '{ "type" : "t" } ', "{}", '{"a":{"b":"}"}}'):
+        event = LoggedEvent.placed(body, 'conv_"x"', 7)
+        assert json.loads(event.wire) == {
+            **json.loads(body),
+            "conversation_id": 'conv_"x"',
+            "seq": 7,
+        }
+        assert event == json.loads(event.wire)

@@ -1,6 +1,23 @@
 """The per-conversation event log: the spine of delivery and resume."""
 
-from memory.eventlog.base import EventLog, Lagged, ResumeGap, Subscription, follow
+from memory.eventlog.base import (
+    EventLog,
+    Lagged,
+    LoggedEvent,
+    ResumeGap,
+    Subscription,
+    event_text,
+    follow,
+)
 from memory.eventlog.inprocess import InProcessEventLog
 
-__all__ = ["EventLog", "InProcessEventLog", "Lagged", "ResumeGap", "Subscription", "follow"]
+__all__ = [
+    "EventLog",
+    "InProcessEventLog",
+    "Lagged",
+    "LoggedEvent",
+    "ResumeGap",
+    "Subscription",
+    "event_text",
+    "follow",
+]

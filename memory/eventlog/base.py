@@ -9,12 +9,56 @@ says the last ``seq`` it saw gets exactly what it missed.
 from __future__ import annotations
 
 import asyncio
+import json
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
 Event = dict[str, Any]
+
+
+class LoggedEvent(dict[str, Any]):
+    """An event as a log holds it, with its JSON text in ``wire``.
+
+    The log serializes every event once anyway (to store or publish it); a
+    socket sends ``wire`` as it is instead of encoding the dict again, which
+    was one ``json.dumps`` per token per socket. Treat it as read-only: a
+    changed dict no longer matches its ``wire``.
+    """
+
+    __slots__ = ("wire",)
+
+    wire: str
+
+    @classmethod
+    def parse(cls, wire: str) -> LoggedEvent:
+        """The event whose JSON text is ``wire`` (a JSON object)."""
+        event = cls(json.loads(wire))
+        event.wire = wire
+        return event
+
+    @classmethod
+    def placed(cls, body: str, conversation_id: str, seq: int) -> LoggedEvent:
+        """The event of JSON object ``body`` (without position) at ``seq`` of a conversation.
+
+        The position is spliced into the text rather than the dict encoded
+        again; ``body`` must not hold ``conversation_id`` or ``seq`` itself.
+        """
+        event = cls(json.loads(body))
+        event["conversation_id"] = conversation_id
+        event["seq"] = seq
+        position = f'"conversation_id":{json.dumps(conversation_id)},"seq":{seq}}}'
+        head = body.rstrip()[:-1].rstrip()  # the object without its closing brace
+        event.wire = f"{head}{',' if len(event) > 2 else ''}{position}"
+        return event
+
+
+def event_text(event: Event) -> str:
+    """The JSON text a socket sends for ``event`` (computed once for logged events)."""
+    if type(event) is LoggedEvent:
+        return event.wire
+    return json.dumps(event, separators=(",", ":"))
 
 
 class ResumeGap(Exception):

@@ -14,7 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memory.eventlog.base import Event, EventLog, LiveBuffer, ResumeGap, Subscription
+from memory.eventlog.base import (
+    Event,
+    EventLog,
+    LiveBuffer,
+    LoggedEvent,
+    ResumeGap,
+    Subscription,
+)
 
 
 class _QueueSubscription(Subscription):
@@ -75,8 +82,11 @@ class InProcessEventLog(EventLog):
         # No await between reading and bumping last_seq: appends are atomic on the loop.
         log = self._log(conversation_id)
         log.last_seq += 1
-        stored = {**event, "conversation_id": conversation_id, "seq": log.last_seq}
-        log.events.append((self._clock(), log.last_seq, json.dumps(stored, separators=(",", ":"))))
+        stored = LoggedEvent(event)
+        stored["conversation_id"] = conversation_id
+        stored["seq"] = log.last_seq
+        stored.wire = json.dumps(stored, separators=(",", ":"))
+        log.events.append((self._clock(), log.last_seq, stored.wire))
         self._trim(log)
         for sub in list(log.subscribers):
             sub.offer(stored)
@@ -92,7 +102,7 @@ class InProcessEventLog(EventLog):
         first = self._first(log)
         if after < first - 1:
             raise ResumeGap(conversation_id, after, first, log.last_seq)
-        return [json.loads(payload) for _, seq, payload in log.events if seq > after]
+        return [LoggedEvent.parse(payload) for _, seq, payload in log.events if seq > after]
 
     @staticmethod
     def _first(log: _ConversationLog) -> int:

@@ -21,7 +21,14 @@ from typing import Any
 import structlog
 from redis.exceptions import NoScriptError, RedisError
 
-from memory.eventlog.base import Event, EventLog, LiveBuffer, ResumeGap, Subscription
+from memory.eventlog.base import (
+    Event,
+    EventLog,
+    LiveBuffer,
+    LoggedEvent,
+    ResumeGap,
+    Subscription,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -273,7 +280,7 @@ class RedisEventLog(EventLog):
     @staticmethod
     def _decode(cid: str, entry_id: str, fields: dict[str, str]) -> Event:
         seq = int(entry_id.split("-", 1)[0])
-        return {**json.loads(fields["e"]), "conversation_id": cid, "seq": seq}
+        return LoggedEvent.placed(fields["e"], cid, seq)
 
     # -- live -------------------------------------------------------------------
 
@@ -345,7 +352,7 @@ class RedisEventLog(EventLog):
                         confirmed.set()
                 elif msg["type"] == "message":
                     seq_text, _, payload = msg["data"].partition(" ")
-                    event = {**json.loads(payload), "conversation_id": cid, "seq": int(seq_text)}
+                    event = LoggedEvent.placed(payload, cid, int(seq_text))
                     for sub in list(self._subs.get(cid, ())):
                         sub.offer(event)
             except asyncio.CancelledError:
