@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -77,18 +77,30 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
         )
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
-        _tune_sqlite(engine)
+        tune_sqlite(engine.sync_engine)
     return engine
 
 
-def _tune_sqlite(engine: AsyncEngine) -> None:
+def tune_sqlite(
+    engine: Engine, *, busy_timeout_ms: int = 30000, autocheckpoint: bool = True
+) -> None:
+    """Set the pragmas Salon relies on for every new connection of ``engine``.
+
+    ``busy_timeout_ms`` is how long a statement waits for another connection's
+    write lock before failing with "database is locked". Without
+    ``autocheckpoint`` the connection's commits never copy the WAL back into
+    the database file (and fsync it): someone else must checkpoint.
+    """
+
     # WAL lets readers proceed while a reply is being written; foreign keys are
     # off by default in SQLite and our cascades rely on them.
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        if not autocheckpoint:
+            cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.close()

@@ -14,6 +14,7 @@ explicitly with ``salon.scope = 'system'``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import Connection, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -44,6 +45,9 @@ from memory.records import (
     TenantRecord,
     UserRecord,
 )
+from memory.sqlite_direct import SqliteDirect
+
+_MESSAGE_COLUMNS = tuple(Message.__table__.columns)
 
 # Postgres settings read by the row-level security policies of migration 0002.
 _SET_SCOPE = text(
@@ -73,6 +77,8 @@ class Store:
         # Row-level security exists on Postgres only (migration 0002); SQLite
         # transactions carry no settings and cost no extra round trip.
         self._row_security = engine.dialect.name == "postgresql"
+        # SQLite: per-message operations as one thread hop each (memory/sqlite_direct.py).
+        self._direct = SqliteDirect.beside(engine)
 
     @asynccontextmanager
     async def _tx(
@@ -100,6 +106,8 @@ class Store:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
+        if self._direct is not None:
+            await asyncio.to_thread(self._direct.close)
         await self.engine.dispose()
 
     # -- tenants, keys, secrets ---------------------------------------------
@@ -397,16 +405,20 @@ class Store:
 
     async def record_last_seq(self, tenant_id: str, conversation_id: str, seq: int) -> None:
         """Remember the highest issued seq (only ever raises it)."""
-        async with self._tx(tenant_id) as s:
-            await s.execute(
-                update(Conversation)
-                .where(
-                    Conversation.tenant_id == tenant_id,
-                    Conversation.id == conversation_id,
-                    Conversation.last_seq < seq,
-                )
-                .values(last_seq=seq, updated_at=utcnow())
+        statement = (
+            update(Conversation)
+            .where(
+                Conversation.tenant_id == tenant_id,
+                Conversation.id == conversation_id,
+                Conversation.last_seq < seq,
             )
+            .values(last_seq=seq, updated_at=utcnow())
+        )
+        if self._direct is not None:
+            await self._direct.run(lambda conn: conn.execute(statement))
+            return
+        async with self._tx(tenant_id) as s:
+            await s.execute(statement)
 
     # -- messages -----------------------------------------------------------
 
@@ -423,21 +435,36 @@ class Store:
         message_id: str | None = None,
     ) -> tuple[MessageRecord, bool]:
         """Insert a message; with ``client_id``, a repeat returns the first one and ``False``."""
+        record = MessageRecord(
+            id=message_id or new_id("msg"),
+            tenant_id=tenant_id,
+            conversation_id=conversation_id,
+            role=role,
+            content=content,
+            status=status,
+            client_id=client_id,
+            response_id=response_id,
+            created_at=utcnow(),
+        )
+        values = {
+            "id": record.id,
+            "tenant_id": tenant_id,
+            "conversation_id": conversation_id,
+            "role": role,
+            "content": content,
+            "client_id": client_id,
+            "status": status,
+            "response_id": response_id,
+            "created_at": record.created_at,
+        }
         try:
-            async with self._tx(tenant_id) as s:
-                row = Message(
-                    id=message_id or new_id("msg"),
-                    tenant_id=tenant_id,
-                    conversation_id=conversation_id,
-                    role=role,
-                    content=content,
-                    client_id=client_id,
-                    status=status,
-                    response_id=response_id,
-                    created_at=utcnow(),
-                )
-                s.add(row)
-            return _message_record(row), True
+            if self._direct is not None:
+                statement = insert(Message).values(values)
+                await self._direct.run(lambda conn: conn.execute(statement))
+            else:
+                async with self._tx(tenant_id) as s:
+                    s.add(Message(**values))
+            return record, True
         except IntegrityError:
             if client_id is None:
                 raise
@@ -470,6 +497,10 @@ class Store:
         before: str | None = None,
     ) -> list[MessageRecord]:
         """The newest ``limit`` messages (older than message ``before``), oldest first."""
+        if self._direct is not None and before is None:
+            return await self._direct.run(
+                lambda conn: _recent_messages(conn, tenant_id, conversation_id, limit)
+            )
         async with self._tx(tenant_id) as s:
             q = select(Message).where(
                 Message.tenant_id == tenant_id, Message.conversation_id == conversation_id
@@ -555,6 +586,32 @@ def _conversation_record(row: Conversation) -> ConversationRecord:
         last_seq=row.last_seq,
         created_at=_aware(row.created_at),
     )
+
+
+def _recent_messages(
+    conn: Connection, tenant_id: str, conversation_id: str, limit: int
+) -> list[MessageRecord]:
+    """The newest ``limit`` messages, oldest first, on a synchronous connection."""
+    rows = conn.execute(
+        select(*_MESSAGE_COLUMNS)
+        .where(Message.tenant_id == tenant_id, Message.conversation_id == conversation_id)
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(limit)
+    ).all()
+    return [
+        MessageRecord(
+            id=r.id,
+            tenant_id=r.tenant_id,
+            conversation_id=r.conversation_id,
+            role=r.role,
+            content=r.content,
+            status=r.status,
+            client_id=r.client_id,
+            response_id=r.response_id,
+            created_at=_aware(r.created_at),
+        )
+        for r in reversed(rows)
+    ]
 
 
 def _message_record(row: Message) -> MessageRecord:
