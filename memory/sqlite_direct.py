@@ -19,8 +19,8 @@ busy handler. Nor does it checkpoint: copying the WAL back into the database
 file ends in an fsync, so the inline connection leaves that to a passive
 checkpoint on the thread every ``CHECKPOINT_EVERY`` transactions.
 
-Only per-message operations use it (memory/store.py: storing a message, the
-recent history, the last seq); everything else stays on the async engine.
+Only the per-message operations of memory/direct.py use it; everything else
+stays on the async engine.
 """
 
 from __future__ import annotations
@@ -29,15 +29,18 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, insert, select, update
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from memory.db import tune_sqlite
+from memory.direct import MESSAGE_COLUMNS, DirectMessages, DuplicateMessage
+from memory.models import Conversation, Message, utcnow
+from memory.records import MessageRecord, aware_utc
 
 T = TypeVar("T")
 
@@ -64,7 +67,7 @@ def is_busy(exc: OperationalError) -> bool:
     return code in BUSY_CODES or "database is locked" in str(exc.orig)
 
 
-class SqliteDirect:
+class SqliteDirect(DirectMessages):
     """Runs ``fn(connection)`` in one transaction: inline, or on a thread when the file is busy."""
 
     def __init__(self, inline: Engine, waiting: Engine) -> None:
@@ -119,7 +122,48 @@ class SqliteDirect:
         except Exception as exc:  # the next one tries again; SQLite's own limit still holds
             log.warning("sqlite_checkpoint_failed", error=repr(exc))
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
         self._thread.shutdown(wait=True)
         self.inline.dispose()
         self.waiting.dispose()
+
+    # -- the per-message operations ---------------------------------------------
+
+    async def insert_message(self, values: dict[str, Any]) -> None:
+        statement = insert(Message).values(values)
+        try:
+            await self.run(lambda conn: conn.execute(statement))
+        except IntegrityError as exc:
+            if values.get("client_id") is None:
+                raise
+            raise DuplicateMessage(values["client_id"]) from exc
+
+    async def recent_messages(
+        self, tenant_id: str, conversation_id: str, limit: int
+    ) -> list[MessageRecord]:
+        statement = (
+            select(*(Message.__table__.c[name] for name in MESSAGE_COLUMNS))
+            .where(Message.tenant_id == tenant_id, Message.conversation_id == conversation_id)
+            .order_by(Message.created_at.desc(), Message.id.desc())
+            .limit(limit)
+        )
+        rows = await self.run(lambda conn: conn.execute(statement).all())
+        return [
+            MessageRecord(**{**row._asdict(), "created_at": aware_utc(row.created_at)})
+            for row in reversed(rows)
+        ]
+
+    async def raise_last_seq(self, tenant_id: str, conversation_id: str, seq: int) -> None:
+        statement = (
+            update(Conversation)
+            .where(
+                Conversation.tenant_id == tenant_id,
+                Conversation.id == conversation_id,
+                Conversation.last_seq < seq,
+            )
+            .values(last_seq=seq, updated_at=utcnow())
+        )
+        await self.run(lambda conn: conn.execute(statement))

@@ -14,7 +14,6 @@ explicitly with ``salon.scope = 'system'``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
 from collections.abc import AsyncIterator
@@ -22,10 +21,11 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from memory.direct import DuplicateMessage, direct_messages
 from memory.ids import new_id
 from memory.models import (
     ApiKey,
@@ -44,10 +44,8 @@ from memory.records import (
     PersonaRecord,
     TenantRecord,
     UserRecord,
+    aware_utc,
 )
-from memory.sqlite_direct import SqliteDirect
-
-_MESSAGE_COLUMNS = tuple(Message.__table__.columns)
 
 # Postgres settings read by the row-level security policies of migration 0002.
 _SET_SCOPE = text(
@@ -77,8 +75,8 @@ class Store:
         # Row-level security exists on Postgres only (migration 0002); SQLite
         # transactions carry no settings and cost no extra round trip.
         self._row_security = engine.dialect.name == "postgresql"
-        # SQLite: per-message operations as one thread hop each (memory/sqlite_direct.py).
-        self._direct = SqliteDirect.beside(engine)
+        # Per-message operations on the driver's fast path (memory/direct.py).
+        self._direct = direct_messages(engine)
 
     @asynccontextmanager
     async def _tx(
@@ -107,7 +105,7 @@ class Store:
 
     async def close(self) -> None:
         if self._direct is not None:
-            await asyncio.to_thread(self._direct.close)
+            await self._direct.close()
         await self.engine.dispose()
 
     # -- tenants, keys, secrets ---------------------------------------------
@@ -405,20 +403,19 @@ class Store:
 
     async def record_last_seq(self, tenant_id: str, conversation_id: str, seq: int) -> None:
         """Remember the highest issued seq (only ever raises it)."""
-        statement = (
-            update(Conversation)
-            .where(
-                Conversation.tenant_id == tenant_id,
-                Conversation.id == conversation_id,
-                Conversation.last_seq < seq,
-            )
-            .values(last_seq=seq, updated_at=utcnow())
-        )
         if self._direct is not None:
-            await self._direct.run(lambda conn: conn.execute(statement))
+            await self._direct.raise_last_seq(tenant_id, conversation_id, seq)
             return
         async with self._tx(tenant_id) as s:
-            await s.execute(statement)
+            await s.execute(
+                update(Conversation)
+                .where(
+                    Conversation.tenant_id == tenant_id,
+                    Conversation.id == conversation_id,
+                    Conversation.last_seq < seq,
+                )
+                .values(last_seq=seq, updated_at=utcnow())
+            )
 
     # -- messages -----------------------------------------------------------
 
@@ -459,13 +456,12 @@ class Store:
         }
         try:
             if self._direct is not None:
-                statement = insert(Message).values(values)
-                await self._direct.run(lambda conn: conn.execute(statement))
+                await self._direct.insert_message(values)
             else:
                 async with self._tx(tenant_id) as s:
                     s.add(Message(**values))
             return record, True
-        except IntegrityError:
+        except (DuplicateMessage, IntegrityError):
             if client_id is None:
                 raise
         existing = await self.find_client_message(tenant_id, conversation_id, client_id)
@@ -498,9 +494,7 @@ class Store:
     ) -> list[MessageRecord]:
         """The newest ``limit`` messages (older than message ``before``), oldest first."""
         if self._direct is not None and before is None:
-            return await self._direct.run(
-                lambda conn: _recent_messages(conn, tenant_id, conversation_id, limit)
-            )
+            return await self._direct.recent_messages(tenant_id, conversation_id, limit)
         async with self._tx(tenant_id) as s:
             q = select(Message).where(
                 Message.tenant_id == tenant_id, Message.conversation_id == conversation_id
@@ -588,32 +582,6 @@ def _conversation_record(row: Conversation) -> ConversationRecord:
     )
 
 
-def _recent_messages(
-    conn: Connection, tenant_id: str, conversation_id: str, limit: int
-) -> list[MessageRecord]:
-    """The newest ``limit`` messages, oldest first, on a synchronous connection."""
-    rows = conn.execute(
-        select(*_MESSAGE_COLUMNS)
-        .where(Message.tenant_id == tenant_id, Message.conversation_id == conversation_id)
-        .order_by(Message.created_at.desc(), Message.id.desc())
-        .limit(limit)
-    ).all()
-    return [
-        MessageRecord(
-            id=r.id,
-            tenant_id=r.tenant_id,
-            conversation_id=r.conversation_id,
-            role=r.role,
-            content=r.content,
-            status=r.status,
-            client_id=r.client_id,
-            response_id=r.response_id,
-            created_at=_aware(r.created_at),
-        )
-        for r in reversed(rows)
-    ]
-
-
 def _message_record(row: Message) -> MessageRecord:
     return MessageRecord(
         id=row.id,
@@ -628,8 +596,4 @@ def _message_record(row: Message) -> MessageRecord:
     )
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite hands timestamps back without a zone; they were written in UTC.
-    from datetime import UTC
-
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+_aware = aware_utc

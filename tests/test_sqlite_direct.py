@@ -1,4 +1,7 @@
-"""Per-message SQLite transactions run inline, and wait on a thread when the file is locked."""
+"""Per-message SQLite transactions run inline, and wait on a thread when the file is locked.
+
+The operations themselves (both backends) are covered by tests/test_store_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ from sqlalchemy import text
 
 from agents.personas import create_persona
 from memory.db import create_engine, normalize_database_url
+from memory.direct import direct_messages
 from memory.migrate import migrate
+from memory.pg_direct import PostgresDirect
 from memory.sqlite_direct import SqliteDirect
 from memory.store import Store
 
@@ -67,7 +72,7 @@ async def test_a_locked_file_makes_a_write_wait_off_the_event_loop(
 
 async def test_an_error_that_is_not_a_lock_is_raised_and_nothing_is_kept(store: Store) -> None:
     direct = store._direct
-    assert direct is not None
+    assert isinstance(direct, SqliteDirect)
     conv = await _conversation(store)
 
     def insert_then_fail(conn: object) -> None:
@@ -98,7 +103,9 @@ async def test_a_repeated_client_id_returns_the_first_message(store: Store) -> N
 
 def test_no_direct_runner_for_memory_sqlite_or_postgres() -> None:
     assert SqliteDirect.beside(create_engine("sqlite+aiosqlite:///:memory:")) is None
-    assert SqliteDirect.beside(create_engine("postgresql+asyncpg://u@localhost/db")) is None
+    postgres = create_engine("postgresql+asyncpg://u@localhost/db")
+    assert SqliteDirect.beside(postgres) is None
+    assert isinstance(direct_messages(postgres), PostgresDirect)
 
 
 async def test_the_inline_connection_leaves_checkpoints_to_the_thread(
@@ -107,7 +114,7 @@ async def test_the_inline_connection_leaves_checkpoints_to_the_thread(
     import memory.sqlite_direct as direct_module
 
     direct = store._direct
-    assert direct is not None
+    assert isinstance(direct, SqliteDirect)
     monkeypatch.setattr(direct_module, "CHECKPOINT_EVERY", 3)
     conv = await _conversation(store)
     with direct.inline.connect() as conn:  # its commits never fsync the database file
