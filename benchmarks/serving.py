@@ -48,6 +48,7 @@ from services import (
 
 # memory/embeddings/minilm.py logs "embedding model <name> loaded in <N>s" when it is warm.
 EMBEDDER_LOADED = r"embedding model \S+ loaded in"
+VOICE_LOADED = r"voice_models_loaded"
 TARGETS = {
     "relay_ratio": 0.7,
     "first_token_p99_ms": 10.0,
@@ -408,6 +409,12 @@ class Mode:
             if waited is None:
                 log(f"{self.name}: the {label} server never logged its embedding model as loaded")
             self.fixtures[f"embedder_ready_{label}_s"] = round(waited or -1.0, 2)
+        # The voice's emotion and language models also load in the background
+        # (agents/voice.py) and take a core for a second or two: not measured either.
+        waited = server.wait_for_log(VOICE_LOADED, 60)
+        if waited is None:
+            log(f"{self.name}: the {label} server never logged its voice models as loaded")
+        self.fixtures[f"voice_ready_{label}_s"] = round(waited or -1.0, 2)
         return server
 
     def pids(self, server: Salon) -> dict[str, list[int]]:

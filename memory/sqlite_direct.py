@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import Connection, Engine, create_engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, create_engine, insert, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -131,11 +131,12 @@ class SqliteDirect(DirectMessages):
         self.waiting.dispose()
 
     # -- the per-message operations ---------------------------------------------
+    # Statements built once, with bound parameters: SQLAlchemy compiles each once
+    # and then only binds values (building one per call cost more than running it).
 
     async def insert_message(self, values: dict[str, Any]) -> None:
-        statement = insert(Message).values(values)
         try:
-            await self.run(lambda conn: conn.execute(statement))
+            await self.run(lambda conn: conn.execute(_INSERT, values))
         except IntegrityError as exc:
             if values.get("client_id") is None:
                 raise
@@ -144,26 +145,34 @@ class SqliteDirect(DirectMessages):
     async def recent_messages(
         self, tenant_id: str, conversation_id: str, limit: int
     ) -> list[MessageRecord]:
-        statement = (
-            select(*(Message.__table__.c[name] for name in MESSAGE_COLUMNS))
-            .where(Message.tenant_id == tenant_id, Message.conversation_id == conversation_id)
-            .order_by(Message.created_at.desc(), Message.id.desc())
-            .limit(limit)
-        )
-        rows = await self.run(lambda conn: conn.execute(statement).all())
+        params = {"tenant_id": tenant_id, "conversation_id": conversation_id, "limit": limit}
+        rows = await self.run(lambda conn: conn.execute(_RECENT, params).all())
         return [
             MessageRecord(**{**row._asdict(), "created_at": aware_utc(row.created_at)})
             for row in reversed(rows)
         ]
 
     async def raise_last_seq(self, tenant_id: str, conversation_id: str, seq: int) -> None:
-        statement = (
-            update(Conversation)
-            .where(
-                Conversation.tenant_id == tenant_id,
-                Conversation.id == conversation_id,
-                Conversation.last_seq < seq,
-            )
-            .values(last_seq=seq, updated_at=utcnow())
-        )
-        await self.run(lambda conn: conn.execute(statement))
+        params = {"b_tenant": tenant_id, "b_id": conversation_id, "b_seq": seq, "b_now": utcnow()}
+        await self.run(lambda conn: conn.execute(_RAISE_SEQ, params))
+
+
+_INSERT = insert(Message)
+_RECENT = (
+    select(*(Message.__table__.c[name] for name in MESSAGE_COLUMNS))
+    .where(
+        Message.tenant_id == bindparam("tenant_id"),
+        Message.conversation_id == bindparam("conversation_id"),
+    )
+    .order_by(Message.created_at.desc(), Message.id.desc())
+    .limit(bindparam("limit"))
+)
+_RAISE_SEQ = (
+    update(Conversation)
+    .where(
+        Conversation.tenant_id == bindparam("b_tenant"),
+        Conversation.id == bindparam("b_id"),
+        Conversation.last_seq < bindparam("b_seq"),
+    )
+    .values(last_seq=bindparam("b_seq"), updated_at=bindparam("b_now"))
+)
