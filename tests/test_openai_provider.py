@@ -127,3 +127,42 @@ async def test_unreachable_endpoint_is_llm_unavailable() -> None:
     finally:
         await provider.close()
     assert info.value.code == "llm_unavailable"
+
+
+async def test_a_refused_request_is_retried_as_the_sdk_would(fake_llm: FakeOpenAI) -> None:
+    provider = OpenAICompatibleProvider(
+        base_url=fake_llm.base_url, api_key="sk-retry", model="fake", max_retries=1
+    )
+    try:
+        before = len(fake_llm.requests)
+        assert "".join(await _collect(provider, "again [429once]")) == "Hello from the fake model."
+        assert len(fake_llm.requests) - before == 2  # 429 (Retry-After: 0), then the reply
+        assert fake_llm.authorizations[-2:] == ["Bearer sk-retry", "Bearer sk-retry"]
+        before = len(fake_llm.requests)
+        with pytest.raises(LLMError, match="HTTP 500"):
+            await _collect(provider, "[500]")
+        assert len(fake_llm.requests) - before == 2  # one retry, then the error
+    finally:
+        await provider.close()
+
+
+async def test_without_retries_a_refusal_is_an_llm_error(fake_llm: FakeOpenAI) -> None:
+    provider = _provider(fake_llm)  # max_retries=0
+    try:
+        before = len(fake_llm.requests)
+        with pytest.raises(LLMError, match="HTTP 429") as err:
+            await _collect(provider, "once more [429once]")
+        assert err.value.code == "llm_error"
+        assert len(fake_llm.requests) - before == 1
+    finally:
+        await provider.close()
+
+
+def test_backoff_follows_retry_after_within_limits() -> None:
+    from agents.llm.openai_compat import _backoff
+
+    assert _backoff(0, "2") == 2.0
+    assert _backoff(0, "600") == 8.0  # a server asking for minutes does not stall a reply
+    assert 0.375 <= _backoff(0, None) <= 0.5
+    assert 0.75 <= _backoff(1, "soon") <= 1.0  # unreadable: the schedule
+    assert _backoff(9, None) <= 8.0

@@ -7,6 +7,7 @@ through the real path (client -> Salon -> openai SDK -> HTTP -> here):
 - ``[story]``  40 short sentences, a token every 20 ms: a long reply to speak
 - ``[stall]``  a few tokens, then silence (provider timeout mid-stream)
 - ``[500]``    HTTP 500 before streaming
+- ``[429once]`` HTTP 429 (``Retry-After: 0``) the first time this text is sent, then a reply
 - ``[die]``    a few tokens, then the connection is cut
 - ``[echo]``   echo the system prompt back (to check prompt assembly)
 - ``[errorevent]`` a few tokens, then an in-stream ``{"error": ...}`` event
@@ -41,6 +42,8 @@ __all__ = ["FakeOpenAI", "free_port"]
 class FakeOpenAI(LoopbackServer):
     def __init__(self, token_delay: float = 0.0) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.authorizations: list[str | None] = []
+        self._refused: set[str] = set()
         self.json_replies: list[str] = []
         self.aborted = 0
         self.completed = 0
@@ -56,9 +59,14 @@ class FakeOpenAI(LoopbackServer):
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
         self.requests.append(body)
+        self.authorizations.append(request.headers.get("authorization"))
         last = body["messages"][-1]["content"] if body["messages"] else ""
         if "[500]" in last:
             return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, 500)
+        if "[429once]" in last and last not in self._refused:
+            self._refused.add(last)
+            error = {"error": {"message": "slow down", "type": "rate_limit"}}
+            return JSONResponse(error, 429, headers={"Retry-After": "0"})
         if "[echo]" in last:
             words = [body["messages"][0]["content"]]
         elif "[slow]" in last:
