@@ -67,10 +67,10 @@ def stop_pid(pid: int | None, sig: int = signal.SIGTERM, timeout: float = 10.0) 
 class Helper:
     """A Python helper of ours (fake LLM, baseline server) that prints ``ready``."""
 
-    def __init__(self, script: str, port: int | None = None) -> None:
+    def __init__(self, script: str, port: int | None = None, args: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "benchmarks" / script), "--port", str(self.port)],
+            [sys.executable, str(ROOT / "benchmarks" / script), "--port", str(self.port), *args],
             stdout=subprocess.PIPE,
             preexec_fn=_raise_nofile,
         )

@@ -680,9 +680,9 @@ class Mode:
         return out
 
 
-def run_baseline(plan: Plan, size: int, stack: ExitStack) -> dict[str, Any]:
+def run_baseline(plan: Plan, size: int, stack: ExitStack, llm_url: str) -> dict[str, Any]:
     started = time.monotonic()
-    server = Helper("baseline.py")
+    server = Helper("baseline.py", args=("--llm", llm_url))
     stack.callback(server.stop)
     out: dict[str, Any] = {"start_s": round(time.monotonic() - started, 2), "frame_bytes": size}
     for kind in ("echo", "push"):
@@ -717,6 +717,36 @@ def run_baseline(plan: Plan, size: int, stack: ExitStack) -> dict[str, Any]:
     out["push"]["what"] = (
         f"{plan.relay_clients} clients, each asking for {plan.relay_tokens} frames of {size} B "
         "and asking again when the last arrives; frames received per second"
+    )
+    # (b) against the bare relay: what this machine's hops (model -> server ->
+    # client processes on shared cores) cost with no server work at all.
+    clients = plan.latency_clients[0]
+    relay_job: dict[str, Any] = {
+        "kind": "salon",
+        "host": "127.0.0.1",
+        "port": server.port,
+        "path": "/",
+        "persona": "bare",
+        "users": [f"bare{i}" for i in range(clients)],
+        "tokens": plan.latency_tokens,
+        "gap_ms": plan.latency_gap_ms,
+        "warmup": max(plan.warmup, plan.latency_tokens * plan.latency_gap_ms / 1000),
+        "duration": plan.window,
+        "stagger": plan.latency_tokens * plan.latency_gap_ms / 1000,
+    }
+
+    def relay_attempt() -> dict[str, Any]:
+        _, results, cpu = run_clients(
+            [relay_job],
+            lambda: {"baseline": [server.pid]},
+            window=(relay_job["warmup"], plan.window),
+        )
+        merged = merge_stream_results(results)
+        merged["cpu_pct"] = cpu
+        return merged
+
+    out[f"relay_{clients}"] = with_retries(
+        f"baseline relay {clients}", relay_attempt, plan.tries, plan.noise_limit
     )
     per_batch = min(5000, plan.idle_sessions // 2)
     out["idle"] = hold_idle(
@@ -811,7 +841,9 @@ def report(results: dict[str, Any]) -> str:
         latency_rows.append(
             (f"latency_{first}_default_coalescing", f"{first} streams, coalesce 15")
         )
+    bare_relay = base.get(f"relay_{first}", {})
     for key, name in latency_rows:
+        same = key == f"latency_{first}"  # the bare relay ran this load
         row(
             f"(b) {name}: deltas/s offered -> delivered",
             lambda r, k=key: f"{r[k]['offered_deltas_per_s']} -> {r[k]['events_per_s']:.0f}",
@@ -829,16 +861,19 @@ def report(results: dict[str, Any]) -> str:
         row(
             f"(b) {name}: to response.created p50/p99 ms",
             lambda r, k=key: pair(r[k].get("created")),
+            f"bare relay {pair(bare_relay.get('created'))}" if same and bare_relay else "",
         )
         row(
             f"(b) {name}: first token p50/p99 ms",
             lambda r, k=key: pair(r[k].get("first")),
-            "target p99 < 10",
+            "target p99 < 10"
+            + (f"; bare relay {pair(bare_relay.get('first'))}" if same and bare_relay else ""),
         )
         row(
             f"(b) {name}: per token p50/p99 ms",
             lambda r, k=key: pair(r[k].get("token")),
-            "target p99 < 2",
+            "target p99 < 2"
+            + (f"; bare relay {pair(bare_relay.get('token'))}" if same and bare_relay else ""),
         )
         row(
             f"(b) {name}: inter-delta gap p50/p99 ms",
@@ -1006,7 +1041,7 @@ def main() -> None:
             sum(r["relay"]["bytes_per_event"] for r in results["modes"].values()) / len(modes)
         )
         log(f"baseline: bare websockets server, {size}-byte frames")
-        results["baseline"] = run_baseline(plan, size, stack)
+        results["baseline"] = run_baseline(plan, size, stack, llm.base_url)
         fixtures["baseline_start_s"] = results["baseline"]["start_s"]
         results["fixtures"] = fixtures
     for r in results["modes"].values():
