@@ -60,7 +60,8 @@ async def _is_unavailable(request: Request, exc: BaseException) -> bool:
         return True
     if type(exc).__module__.startswith("redis."):
         return "Connection" in type(exc).__name__ or "Timeout" in type(exc).__name__
-    if isinstance(exc, DBAPIError):
+    # asyncpg's own errors come from the per-message path (memory/pg_direct.py).
+    if isinstance(exc, DBAPIError) or type(exc).__module__.startswith("asyncpg"):
         # Driver errors look alike; ask the database itself.
         try:
             await request.app.state.salon.store.ping()
