@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import math
 import re
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -532,9 +533,12 @@ class ConversationSummaries:
         a fold takes a while, and every reply meanwhile would ask again. The
         same request twice is queued once anyway (the job id names it).
         """
+        # A token of this request alone: a lock is re-entrant for its owner, so the
+        # replica's id would let every reply of this replica through.
+        token = f"{owner}:{uuid.uuid4().hex[:8]}"
         try:
             if hot is not None and not await hot.acquire_lock(
-                f"summary-request:{conversation_id}", owner, self.settings.request_interval_seconds
+                f"summary-request:{conversation_id}", token, self.settings.request_interval_seconds
             ):
                 return
             await self._enqueue(

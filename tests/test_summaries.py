@@ -301,7 +301,10 @@ async def test_overflowing_history_is_summarized_and_used_in_the_next_prompt(
         assert sent[-1] == "what do you remember?" and "Hi!" not in sent
 
         # the next fold continues from the cursor and supersedes the first version
-        await rig.service.hot.release_lock(f"summary-request:{conv_id}", rig.service.replica_id)
+        # (as if the request interval had passed: the throttle's lock is let go)
+        throttle = f"summary-request:{conv_id}"
+        hot = rig.service.hot
+        await hot.release_lock(throttle, await hot.lock_owner(throttle) or "")
         await _more_until_new_summary(rig, session, record)
         newer = await rig.summary(conv_id, previous=record.id)
         # A fold still in flight may add a third version meanwhile: the version
@@ -433,3 +436,24 @@ async def test_a_long_conversation_gets_a_summary_through_the_server(make_server
     assert f"{SUMMARY_HEADING}\nHello from the fake model." in done["text"]
     # an internal job: the person's client hears nothing about it
     assert not [e for e in c.events if e["type"].startswith("media.")]
+
+
+async def test_a_replica_asks_for_a_fold_once_per_interval(store: Store) -> None:
+    from memory.hotstate import InProcessHotState
+
+    queued: list[str | None] = []
+
+    async def enqueue(name: str, payload: dict[str, Any], *, job_id: str | None = None) -> Any:
+        queued.append(job_id)
+
+    service = SummaryService(
+        store, MemoryStore(store), None, SummarySettings(request_interval_seconds=60)
+    )
+    summaries = ConversationSummaries(service, enqueue)
+    hot = InProcessHotState()
+    fields = {"tenant_id": TENANT, "persona_id": "p", "user_id": "u", "conversation_id": "c"}
+    for upto in ("m1", "m2", "m3"):  # every reply after an overflow asks, from one replica
+        await summaries.request(
+            hot, "replica-a", **fields, upto=upto, user_name="Bob", persona_name="Ada"
+        )
+    assert queued == ["summary.c.m1"]
