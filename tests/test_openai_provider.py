@@ -166,3 +166,20 @@ def test_backoff_follows_retry_after_within_limits() -> None:
     assert 0.375 <= _backoff(0, None) <= 0.5
     assert 0.75 <= _backoff(1, "soon") <= 1.0  # unreadable: the schedule
     assert _backoff(9, None) <= 8.0
+
+
+async def test_more_concurrent_replies_than_httpx_pools_by_default(fake_llm: FakeOpenAI) -> None:
+    """Each streaming reply holds a connection for its whole length: 150 at once all start."""
+    provider = _provider(fake_llm, timeout=30.0)
+    streams = [
+        provider.stream([ChatMessage("user", f"[stall] {i}")], GenerationParams())
+        for i in range(150)
+    ]
+    try:
+        async with asyncio.timeout(20):
+            firsts = await asyncio.gather(*(anext(s) for s in streams))
+        assert firsts == ["Hello"] * 150
+    finally:
+        for stream in streams:
+            await stream.aclose()  # type: ignore[attr-defined]
+        await provider.close()

@@ -68,6 +68,9 @@ class OpenAICompatibleProvider(LLMProvider):
         self._http = httpx2.AsyncClient(
             base_url=self._client.base_url,  # as the SDK resolved it (OPENAI_BASE_URL too)
             timeout=httpx2.Timeout(timeout, connect=connect_timeout),
+            # The SDK's pool (1,000 connections): each streaming reply holds one
+            # for its whole length, and httpx's own default of 100 would queue the rest.
+            limits=openai.DEFAULT_CONNECTION_LIMITS,
             headers={
                 "Authorization": f"Bearer {self._client.api_key}",
                 "Accept": "text/event-stream",
