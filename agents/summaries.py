@@ -296,16 +296,17 @@ class SummaryService:
         self, tenant_id: str, persona_id: str, user_id: str, conversation_id: str
     ) -> RollingSummary | None:
         """The live summary of the conversation, if it has one."""
-        ref = CONVERSATION_REF + conversation_id
-        # One live summary per conversation of this persona and user; newest first,
-        # so the conversation being talked in is found on the first page.
+        # One live summary per conversation of this persona and user, found by its
+        # conversation ref in SQL (not by reading every summary of the pair per reply).
         records = await self.memories.list(
-            tenant_id, persona_id=persona_id, user_id=user_id, kind="summary", limit=1000
+            tenant_id,
+            persona_id=persona_id,
+            user_id=user_id,
+            kind="summary",
+            source_ref=CONVERSATION_REF + conversation_id,
+            limit=1,
         )
-        for record in records:
-            if ref in record.source_refs:
-                return RollingSummary.of(record)
-        return None
+        return RollingSummary.of(records[0]) if records else None
 
     async def summarize(
         self,

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import Text, cast, delete, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -398,10 +399,14 @@ class MemoryStore(VectorSearch, EmbeddingSpace):
         kind: str | Sequence[str] | None = None,
         pinned: bool | None = None,
         include_superseded: bool = False,
+        source_ref: str | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> builtins.list[MemoryRecord]:
-        """Items matching the filters, newest first (``valid_from``, then id)."""
+        """Items matching the filters, newest first (``valid_from``, then id).
+
+        ``source_ref``: only items whose ``source_refs`` hold exactly this string.
+        """
         q = filtered(
             select_records(tenant_id),
             persona_id=persona_id,
@@ -410,10 +415,18 @@ class MemoryStore(VectorSearch, EmbeddingSpace):
             pinned=pinned,
             include_superseded=include_superseded,
         )
+        if source_ref is not None:
+            # The refs are a JSON array: its text holds the ref JSON-quoted. The LIKE
+            # narrows in SQL; the exact test below drops a ref that only contains it.
+            quoted = json.dumps(source_ref)
+            q = q.where(cast(Memory.source_refs, Text).contains(quoted, autoescape=True))
         q = q.order_by(Memory.valid_from.desc(), Memory.id.desc()).limit(limit).offset(offset)
         async with self.store._tx(tenant_id) as s:
             rows = (await s.execute(q)).all()
-        return [record_from_result(r) for r in rows]
+        records = [record_from_result(r) for r in rows]
+        if source_ref is not None:
+            records = [r for r in records if source_ref in r.source_refs]
+        return records
 
     async def pages_for_user(
         self, tenant_id: str, user_id: str, *, page: int = 500

@@ -228,6 +228,42 @@ async def test_add_many_and_list_filters(store: Store, memories: MemoryStore) ->
     assert [m.text for m in listed] == [f"t{i}" for i in range(19, -1, -1)]
 
 
+async def test_list_by_source_ref_is_exact(store: Store, memories: MemoryStore) -> None:
+    """One ref among many items: not a prefix of it, not LIKE's wildcards, JSON escapes."""
+    o = await _owner(store, "a")
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    refs = ["conversation:c_1", "conversation:c11", "conversation:cX1", 'quote:"a"\\b', "c%"]
+    await memories.add_many(
+        o.tenant,
+        [
+            _item(
+                o,
+                f"item {i}",
+                kind="summary",
+                source_refs=[r, f"through:{i}"],
+                valid_from=t0 + timedelta(minutes=i),
+            )
+            for i, r in enumerate(refs)
+        ]
+        + [
+            _item(
+                o,
+                "newer, other",
+                kind="summary",
+                source_refs=["conversation:c_10"],
+                valid_from=t0 + timedelta(days=1),
+            )
+        ],
+    )
+    for i, ref in enumerate(refs):
+        found = await memories.list(o.tenant, kind="summary", source_ref=ref, limit=1)
+        assert [m.text for m in found] == [f"item {i}"], ref
+    assert await memories.list(o.tenant, source_ref="conversation:c") == []
+    assert await memories.list(o.tenant, source_ref="conversation:c_") == []
+    other = await _owner(store, "b")
+    assert await memories.list(other.tenant, source_ref=refs[0]) == []
+
+
 async def test_tenant_isolation(store: Store, memories: MemoryStore) -> None:
     a = await _owner(store, "a")
     b = await _owner(store, "b")
