@@ -6,7 +6,7 @@ Two behaviours on one endpoint, chosen by the first frame of a message:
   shape of a streamed reply: one request in, many frames out);
 - a JSON ``session.start`` / ``message.create`` (with ``--llm URL``): the
   *bare relay*, the least a chat server can do: answer ``session.ready``,
-  then per message POST to the OpenAI-compatible endpoint with httpx, and
+  then per message POST to the OpenAI-compatible endpoint with aiohttp, and
   send ``response.created``, one ``response.text.delta`` per streamed chunk
   and ``response.done``. No auth, storage, log, fan-out or prompt: the
   latency floor of (b) on this machine (the same hops: model -> server ->
@@ -29,11 +29,12 @@ import json
 import resource
 from typing import Any
 
-import httpx2
+import aiohttp
 import uvloop
 from websockets.asyncio.server import serve
 
-LLM: httpx2.AsyncClient | None = None
+LLM_URL: str | None = None
+LLM: aiohttp.ClientSession | None = None
 
 
 async def relay(ws: Any, text: str) -> None:
@@ -41,9 +42,10 @@ async def relay(ws: Any, text: str) -> None:
     assert LLM is not None
     body = {"model": "bench", "messages": [{"role": "user", "content": text}], "stream": True}
     await ws.send('{"type":"response.created"}')
-    async with LLM.stream("POST", "chat/completions", json=body) as response:
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
+    assert LLM_URL is not None
+    async with LLM.post(LLM_URL, json=body) as response:
+        async for line in response.content:
+            if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
                 continue
             delta = json.loads(line[6:])["choices"][0]["delta"].get("content")
             if delta:
@@ -73,6 +75,12 @@ async def handler(ws: Any) -> None:
 
 
 async def main_async(port: int) -> None:
+    global LLM
+    if LLM_URL:
+        LLM = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=30),
+            connector=aiohttp.TCPConnector(limit=0),
+        )
     async with serve(
         handler,
         "127.0.0.1",
@@ -86,7 +94,7 @@ async def main_async(port: int) -> None:
 
 
 def main() -> None:
-    global LLM
+    global LLM_URL
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--llm", help="OpenAI-compatible base URL for the bare relay")
@@ -94,11 +102,7 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     args = parser.parse_args()
     if args.llm:
-        LLM = httpx2.AsyncClient(
-            base_url=args.llm.rstrip("/") + "/",
-            timeout=30,
-            limits=httpx2.Limits(max_connections=None),
-        )
+        LLM_URL = args.llm.rstrip("/") + "/chat/completions"
     uvloop.run(main_async(args.port))
 
 

@@ -9,6 +9,7 @@ without choices, in-stream errors, malformed chunks, stalls and cut streams.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -168,7 +169,7 @@ def test_backoff_follows_retry_after_within_limits() -> None:
     assert _backoff(9, None) <= 8.0
 
 
-async def test_more_concurrent_replies_than_httpx_pools_by_default(fake_llm: FakeOpenAI) -> None:
+async def test_more_concurrent_replies_than_a_default_pool_holds(fake_llm: FakeOpenAI) -> None:
     """Each streaming reply holds a connection for its whole length: 150 at once all start."""
     provider = _provider(fake_llm, timeout=30.0)
     streams = [
@@ -183,3 +184,42 @@ async def test_more_concurrent_replies_than_httpx_pools_by_default(fake_llm: Fak
         for stream in streams:
             await stream.aclose()  # type: ignore[attr-defined]
         await provider.close()
+
+
+# -- the SSE reader, on any split of the bytes -------------------------------------------
+
+SSE = (
+    ": a comment\r\n"
+    "event: chunk\r\nid: 7\r\n"
+    'data: {"a": "h\u00e9llo"}\r\n\r\n'
+    "data: line one\ndata:line two\n\n"
+    "retry: 10\rdata: cr only\r\r"
+    "data: [DONE]"  # the last event without its blank line: still an event
+).encode()
+EVENTS = ['{"a": "h\u00e9llo"}', "line one\nline two", "cr only", "[DONE]"]
+
+
+async def _events(chunks: list[bytes]) -> list[str]:
+    from agents.llm.openai_compat import _sse_data
+
+    async def source() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    return [data async for data in _sse_data(source())]
+
+
+async def test_sse_events_are_the_same_however_the_bytes_are_split() -> None:
+    assert await _events([SSE]) == EVENTS
+    for size in range(1, 12):  # CRLF, CR and UTF-8 characters cut at every place
+        chunks = [SSE[i : i + size] for i in range(0, len(SSE), size)]
+        assert await _events(chunks) == EVENTS, size
+    for cut in range(len(SSE)):
+        assert await _events([SSE[:cut], SSE[cut:]]) == EVENTS, cut
+
+
+async def test_sse_crlf_split_between_reads_is_one_line_end() -> None:
+    # "data: a" CR | LF "data: b": one event with two data lines, not two events.
+    assert await _events([b"data: a\r", b"\ndata: b\r\n\r\n"]) == ["a\nb"]
+    assert await _events([b"data: a\r", b"\r"]) == ["a"]
+    assert await _events([b"", b"data: x", b"\n", b"\n", b""]) == ["x"]
