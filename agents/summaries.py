@@ -298,15 +298,10 @@ class SummaryService:
         """The live summary of the conversation, if it has one."""
         # One live summary per conversation of this persona and user, found by its
         # conversation ref in SQL (not by reading every summary of the pair per reply).
-        records = await self.memories.list(
-            tenant_id,
-            persona_id=persona_id,
-            user_id=user_id,
-            kind="summary",
-            source_ref=CONVERSATION_REF + conversation_id,
-            limit=1,
+        record = await self.memories.live_summary(
+            tenant_id, persona_id, user_id, CONVERSATION_REF + conversation_id
         )
-        return RollingSummary.of(records[0]) if records else None
+        return RollingSummary.of(record) if record else None
 
     async def summarize(
         self,

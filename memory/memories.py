@@ -428,6 +428,27 @@ class MemoryStore(VectorSearch, EmbeddingSpace):
             records = [r for r in records if source_ref in r.source_refs]
         return records
 
+    async def live_summary(
+        self, tenant_id: str, persona_id: str, user_id: str, source_ref: str
+    ) -> MemoryRecord | None:
+        """The newest live ``summary`` item of the persona and user with ``source_ref``.
+
+        Read before every reply (agents/summaries.py), so on the store's direct
+        path where the database has one (memory/direct.py).
+        """
+        direct = self.store.direct
+        if direct is not None:
+            return await direct.live_summary(tenant_id, persona_id, user_id, source_ref)
+        found = await self.list(
+            tenant_id,
+            persona_id=persona_id,
+            user_id=user_id,
+            kind="summary",
+            source_ref=source_ref,
+            limit=1,
+        )
+        return found[0] if found else None
+
     async def pages_for_user(
         self, tenant_id: str, user_id: str, *, page: int = 500
     ) -> AsyncIterator[builtins.list[MemoryRecord]]:

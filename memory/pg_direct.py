@@ -10,13 +10,22 @@ transaction exactly as memory/store.py does, so row-level security applies.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from memory.direct import MESSAGE_COLUMNS, DirectMessages, DuplicateMessage
+from memory.direct import (
+    MESSAGE_COLUMNS,
+    SUMMARY_CANDIDATES,
+    DirectMessages,
+    DuplicateMessage,
+    source_ref_pattern,
+)
+from memory.memory_records import MemoryRecord, record_from_result
 from memory.models import utcnow
 from memory.records import MessageRecord
 
@@ -31,6 +40,14 @@ _RECENT = (
     "SELECT id, tenant_id, conversation_id, role, content, client_id, status, response_id,"
     " created_at FROM messages WHERE tenant_id = $1 AND conversation_id = $2"
     " ORDER BY created_at DESC, id DESC LIMIT $3"
+)
+_SUMMARY = (
+    "SELECT id, tenant_id, persona_id, user_id, kind, text, importance, pinned,"
+    " source_message_ids, source_refs, valid_from, valid_to, superseded_by, embedding_model,"
+    " embedding IS NOT NULL AS has_embedding, created_at, updated_at, supersede_key"
+    " FROM memories WHERE tenant_id = $1 AND persona_id = $2 AND user_id = $3"
+    " AND kind = 'summary' AND valid_to IS NULL AND source_refs::text LIKE $4 ESCAPE '/'"
+    " ORDER BY valid_from DESC, id DESC LIMIT $5"
 )
 _RAISE_SEQ = (
     "UPDATE conversations SET last_seq = $3, updated_at = $4"
@@ -66,6 +83,26 @@ class PostgresDirect(DirectMessages):
             tenant_id, lambda db: db.fetch(_RECENT, tenant_id, conversation_id, limit)
         )
         return [MessageRecord(**dict(row)) for row in reversed(rows)]
+
+    async def live_summary(
+        self, tenant_id: str, persona_id: str, user_id: str, source_ref: str
+    ) -> MemoryRecord | None:
+        pattern = source_ref_pattern(source_ref)
+        rows = await self._run(
+            tenant_id,
+            lambda db: db.fetch(
+                _SUMMARY, tenant_id, persona_id, user_id, pattern, SUMMARY_CANDIDATES
+            ),
+        )
+        for row in rows:
+            values = dict(row)
+            for name in ("source_refs", "source_message_ids"):  # json columns arrive as text
+                if isinstance(values[name], str):
+                    values[name] = json.loads(values[name])
+            record = record_from_result(SimpleNamespace(**values))
+            if source_ref in record.source_refs:
+                return record
+        return None
 
     async def raise_last_seq(self, tenant_id: str, conversation_id: str, seq: int) -> None:
         await self._run(

@@ -32,14 +32,31 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import Connection, Engine, bindparam, create_engine, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Text,
+    bindparam,
+    cast,
+    create_engine,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from memory.db import tune_sqlite
-from memory.direct import MESSAGE_COLUMNS, DirectMessages, DuplicateMessage
-from memory.models import Conversation, Message, utcnow
+from memory.direct import (
+    MESSAGE_COLUMNS,
+    SUMMARY_CANDIDATES,
+    DirectMessages,
+    DuplicateMessage,
+    source_ref_pattern,
+)
+from memory.memory_records import RECORD_COLUMNS, MemoryRecord, record_from_result
+from memory.models import Conversation, Memory, Message, utcnow
 from memory.records import MessageRecord, aware_utc
 
 T = TypeVar("T")
@@ -152,6 +169,19 @@ class SqliteDirect(DirectMessages):
             for row in reversed(rows)
         ]
 
+    async def live_summary(
+        self, tenant_id: str, persona_id: str, user_id: str, source_ref: str
+    ) -> MemoryRecord | None:
+        params = {
+            "tenant_id": tenant_id,
+            "persona_id": persona_id,
+            "user_id": user_id,
+            "pattern": source_ref_pattern(source_ref),
+        }
+        rows = await self.run(lambda conn: conn.execute(_SUMMARY, params).all())
+        records = (record_from_result(row) for row in rows)
+        return next((r for r in records if source_ref in r.source_refs), None)
+
     async def raise_last_seq(self, tenant_id: str, conversation_id: str, seq: int) -> None:
         params = {"b_tenant": tenant_id, "b_id": conversation_id, "b_seq": seq, "b_now": utcnow()}
         await self.run(lambda conn: conn.execute(_RAISE_SEQ, params))
@@ -166,6 +196,19 @@ _RECENT = (
     )
     .order_by(Message.created_at.desc(), Message.id.desc())
     .limit(bindparam("limit"))
+)
+_SUMMARY = (
+    select(*RECORD_COLUMNS)
+    .where(
+        Memory.tenant_id == bindparam("tenant_id"),
+        Memory.persona_id == bindparam("persona_id"),
+        Memory.user_id == bindparam("user_id"),
+        Memory.kind == "summary",
+        Memory.valid_to.is_(None),
+        cast(Memory.source_refs, Text).like(bindparam("pattern"), escape="/"),
+    )
+    .order_by(Memory.valid_from.desc(), Memory.id.desc())
+    .limit(SUMMARY_CANDIDATES)
 )
 _RAISE_SEQ = (
     update(Conversation)

@@ -25,7 +25,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from memory.direct import DuplicateMessage, direct_messages
+from memory.direct import DirectMessages, DuplicateMessage, direct_messages
 from memory.ids import new_id
 from memory.models import (
     ApiKey,
@@ -77,6 +77,11 @@ class Store:
         self._row_security = engine.dialect.name == "postgresql"
         # Per-message operations on the driver's fast path (memory/direct.py).
         self._direct = direct_messages(engine)
+
+    @property
+    def direct(self) -> DirectMessages | None:
+        """The per-message fast path (memory/direct.py); None where the database has none."""
+        return self._direct
 
     @asynccontextmanager
     async def _tx(

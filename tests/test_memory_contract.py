@@ -263,6 +263,25 @@ async def test_list_by_source_ref_is_exact(store: Store, memories: MemoryStore) 
     other = await _owner(store, "b")
     assert await memories.list(other.tenant, source_ref=refs[0]) == []
 
+    # The per-reply lookup: the store's direct path where it has one, and without it.
+    direct = store.direct
+    for path in ("direct", "sessions"):
+        store._direct = direct if path == "direct" else None
+        for i, ref in enumerate(refs):
+            found = await memories.live_summary(o.tenant, o.persona, o.user, ref)
+            assert found is not None and found.text == f"item {i}", (path, ref)
+            assert found == (await memories.list(o.tenant, source_ref=ref))[0]
+        assert await memories.live_summary(o.tenant, o.persona, o.user, "conversation:c") is None
+        assert await memories.live_summary(other.tenant, o.persona, o.user, refs[0]) is None
+        assert await memories.live_summary(o.tenant, o.persona, other.user, refs[0]) is None
+    store._direct = direct
+    assert direct is not None  # both backends of this suite have one
+    # A superseded summary is history, not the live one.
+    first = (await memories.list(o.tenant, source_ref=refs[0]))[0]
+    await memories.supersede(o.tenant, first.id, text="item 0, v2", source_refs=[refs[0]])
+    live = await memories.live_summary(o.tenant, o.persona, o.user, refs[0])
+    assert live is not None and live.text == "item 0, v2"
+
 
 async def test_tenant_isolation(store: Store, memories: MemoryStore) -> None:
     a = await _owner(store, "a")
