@@ -2,8 +2,8 @@
 
 Every user message and every reply costs these transactions: store the
 message, read the recent history and the conversation's rolling summary
-(before the reply's first token), and raise the conversation's last seq. Through SQLAlchemy's async ORM each took
-0.7-3 ms of a serving event loop (aiosqlite's per-call thread round trips;
+(before the reply's first token), and raise the conversation's last seq.
+Through SQLAlchemy's async ORM each took 0.7-3 ms of a serving event loop (aiosqlite's per-call thread round trips;
 on Postgres a pool ping, BEGIN, the row-security settings, the statement and
 COMMIT, each a greenlet switch and an await). One implementation per backend
 does just these with the driver's own fast path: memory/sqlite_direct.py

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,6 +30,7 @@ from sqlalchemy import Text, cast, delete, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from memory.direct import source_ref_pattern
 from memory.embedding_space import EmbeddingSpace, is_dimension_mismatch
 from memory.memory_records import (
     KEY_PREFIX,
@@ -416,10 +416,9 @@ class MemoryStore(VectorSearch, EmbeddingSpace):
             include_superseded=include_superseded,
         )
         if source_ref is not None:
-            # The refs are a JSON array: its text holds the ref JSON-quoted. The LIKE
-            # narrows in SQL; the exact test below drops a ref that only contains it.
-            quoted = json.dumps(source_ref)
-            q = q.where(cast(Memory.source_refs, Text).contains(quoted, autoescape=True))
+            # The LIKE narrows in SQL; the exact test below picks.
+            pattern = source_ref_pattern(source_ref)
+            q = q.where(cast(Memory.source_refs, Text).like(pattern, escape="/"))
         q = q.order_by(Memory.valid_from.desc(), Memory.id.desc()).limit(limit).offset(offset)
         async with self.store._tx(tenant_id) as s:
             rows = (await s.execute(q)).all()
