@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 
@@ -126,8 +126,3 @@ class AnalysisBucketRecord:
         if emotions:
             out["emotions"] = {k: _rounded(v) for k, v in self.emotions.items()}
         return out
-
-
-def aware_utc(value: datetime) -> datetime:
-    """``value`` with its zone: SQLite hands timestamps back without one (written in UTC)."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

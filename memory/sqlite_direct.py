@@ -56,8 +56,8 @@ from memory.direct import (
     source_ref_pattern,
 )
 from memory.memory_records import RECORD_COLUMNS, MemoryRecord, record_from_result
-from memory.models import Conversation, Memory, Message, utcnow
-from memory.records import MessageRecord, aware_utc
+from memory.models import Conversation, Memory, Message, aware, utcnow
+from memory.records import MessageRecord
 
 T = TypeVar("T")
 
@@ -165,7 +165,7 @@ class SqliteDirect(DirectMessages):
         params = {"tenant_id": tenant_id, "conversation_id": conversation_id, "limit": limit}
         rows = await self.run(lambda conn: conn.execute(_RECENT, params).all())
         return [
-            MessageRecord(**{**row._asdict(), "created_at": aware_utc(row.created_at)})
+            MessageRecord(**{**row._asdict(), "created_at": aware(row.created_at)})
             for row in reversed(rows)
         ]
 

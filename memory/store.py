@@ -25,7 +25,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from memory.direct import DirectMessages, DuplicateMessage, direct_messages
+from memory.direct import MESSAGE_COLUMNS, DirectMessages, DuplicateMessage, direct_messages
 from memory.ids import new_id
 from memory.models import (
     ApiKey,
@@ -35,6 +35,7 @@ from memory.models import (
     ServerSecret,
     Tenant,
     User,
+    aware,
     utcnow,
 )
 from memory.records import (
@@ -44,7 +45,6 @@ from memory.records import (
     PersonaRecord,
     TenantRecord,
     UserRecord,
-    aware_utc,
 )
 
 # Postgres settings read by the row-level security policies of migration 0002.
@@ -448,17 +448,7 @@ class Store:
             response_id=response_id,
             created_at=utcnow(),
         )
-        values = {
-            "id": record.id,
-            "tenant_id": tenant_id,
-            "conversation_id": conversation_id,
-            "role": role,
-            "content": content,
-            "client_id": client_id,
-            "status": status,
-            "response_id": response_id,
-            "created_at": record.created_at,
-        }
+        values = {name: getattr(record, name) for name in MESSAGE_COLUMNS}
         try:
             if self._direct is not None:
                 await self._direct.insert_message(values)
@@ -564,8 +554,8 @@ def _persona_record(row: Persona) -> PersonaRecord:
         slug=row.slug,
         name=row.name,
         data=dict(row.data),
-        created_at=_aware(row.created_at),
-        updated_at=_aware(row.updated_at),
+        created_at=aware(row.created_at),
+        updated_at=aware(row.updated_at),
     )
 
 
@@ -583,7 +573,7 @@ def _conversation_record(row: Conversation) -> ConversationRecord:
         user_id=row.user_id,
         channel=row.channel,
         last_seq=row.last_seq,
-        created_at=_aware(row.created_at),
+        created_at=aware(row.created_at),
     )
 
 
@@ -597,8 +587,5 @@ def _message_record(row: Message) -> MessageRecord:
         status=row.status,
         client_id=row.client_id,
         response_id=row.response_id,
-        created_at=_aware(row.created_at),
+        created_at=aware(row.created_at),
     )
-
-
-_aware = aware_utc

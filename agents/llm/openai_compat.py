@@ -106,36 +106,32 @@ class OpenAICompatibleProvider(LLMProvider):
             await self._http.close()
         await self._client.close()
 
-    def _request(self, messages: list[ChatMessage], params: GenerationParams) -> dict[str, Any]:
-        request: dict[str, Any] = {
-            "model": self.model,
-            # The messages go in extra_body, not create(messages=...): create()
-            # walks each one through the SDK's TypedDict transform, 1-2 ms per
-            # request for a long history, which plain role/content dicts do not need.
-            "messages": [],
-            "extra_body": {"messages": [{"role": m.role, "content": m.content} for m in messages]},
-            "max_tokens": params.max_tokens,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-        }
-        if params.stop:
-            request["stop"] = list(params.stop)
-        return request
-
-    async def stream(
-        self, messages: list[ChatMessage], params: GenerationParams
-    ) -> AsyncIterator[str]:
-        body: dict[str, Any] = {
+    def _fields(self, messages: list[ChatMessage], params: GenerationParams) -> dict[str, Any]:
+        """The chat completion request's fields, as they go on the wire."""
+        fields: dict[str, Any] = {
             "model": self.model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,
-            "stream": True,
         }
         if params.stop:
-            body["stop"] = list(params.stop)
-        content = json.dumps(body).encode()
+            fields["stop"] = list(params.stop)
+        return fields
+
+    def _request(self, messages: list[ChatMessage], params: GenerationParams) -> dict[str, Any]:
+        request = self._fields(messages, params)
+        # The messages go in extra_body, not create(messages=...): create() walks
+        # each one through the SDK's TypedDict transform, 1-2 ms per request for a
+        # long history, which plain role/content dicts do not need.
+        request["extra_body"] = {"messages": request["messages"]}
+        request["messages"] = []
+        return request
+
+    async def stream(
+        self, messages: list[ChatMessage], params: GenerationParams
+    ) -> AsyncIterator[str]:
+        content = json.dumps({**self._fields(messages, params), "stream": True}).encode()
         response: aiohttp.ClientResponse | None = None
         finished = False
         try:
