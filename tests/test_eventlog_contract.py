@@ -594,8 +594,11 @@ async def test_redis_live_delivery_recovers_after_a_restart(redis_private: Any) 
 
     redis = create_redis(redis_private.url)
     log = RedisEventLog(redis)
+    # Another replica writes: its events reach this one's follower by pub/sub
+    # (a replica hands its own appends to its followers directly).
+    writer = RedisEventLog(redis)
     cid = uuid.uuid4().hex
-    await log.append(cid, {"type": "t", "i": 0})
+    await writer.append(cid, {"type": "t", "i": 0})
     received: list[Event] = []
 
     async def follower() -> None:
@@ -614,10 +617,10 @@ async def test_redis_live_delivery_recovers_after_a_restart(redis_private: Any) 
     try:
         await wait_for(1, 5)
         redis_private.restart()
-        await log.ensure_floor(cid, 1)
-        await asyncio.sleep(1.0)  # the reader notices and resubscribes
+        await writer.ensure_floor(cid, 1)
+        await asyncio.sleep(1.0)  # the reader notices, resubscribes and lists itself again
         for i in range(1, 6):
-            await log.append(cid, {"type": "t", "i": i})
+            await writer.append(cid, {"type": "t", "i": i})
             assert await wait_for(1 + i, 5) < 1.0, (
                 "event delivered late: live fan-out did not recover"
             )
@@ -627,6 +630,133 @@ async def test_redis_live_delivery_recovers_after_a_restart(redis_private: Any) 
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await log.close()
+        await writer.close()
+        await redis.aclose()
+
+
+class _Published:
+    """Counts what Redis publishes on a prefix's live channels (a raw pub/sub client)."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        from memory.redis_client import create_redis
+
+        self.redis = create_redis(url)
+        self.pattern = f"{prefix}live:*"
+        self.messages: list[str] = []
+
+    async def __aenter__(self) -> _Published:
+        self.pubsub = self.redis.pubsub()
+        await self.pubsub.psubscribe(self.pattern)
+        self.task = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        while True:
+            msg = await self.pubsub.get_message(timeout=1.0)
+            if msg is not None and msg["type"] == "pmessage":
+                self.messages.append(msg["data"])
+
+    async def settle(self) -> None:
+        await asyncio.sleep(0.2)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.pubsub.aclose()
+        await self.redis.aclose()
+
+
+async def _follow_into(log: EventLog, cid: str, into: list[Event]) -> asyncio.Task[None]:
+    async def run() -> None:
+        async for event in follow(log, cid, 0):
+            into.append(event)
+
+    task = asyncio.create_task(run())
+    await asyncio.sleep(0.2)  # subscribed and listed
+    return task
+
+
+async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_redis_publishes_only_when_another_replica_follows(redis_server: Any) -> None:
+    """A replica's own followers get its appends directly; Redis publishes for the others."""
+    from memory.eventlog.redis import RedisEventLog
+    from memory.redis_client import create_redis
+
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    redis = create_redis(redis_server.url)
+    a, b = RedisEventLog(redis, prefix=prefix), RedisEventLog(redis, prefix=prefix)
+    cid = uuid.uuid4().hex
+    on_a: list[Event] = []
+    on_b: list[Event] = []
+    tasks = []
+    try:
+        async with _Published(redis_server.url, prefix) as published:
+            tasks.append(await _follow_into(a, cid, on_a))
+            for i in range(3):
+                await a.append(cid, {"type": "t", "i": i})
+            await _until(lambda: len(on_a) == 3)
+            await published.settle()
+            assert published.messages == [], "published with no other replica following"
+
+            tasks.append(await _follow_into(b, cid, on_b))
+            burst = [a.append(cid, {"type": "t", "i": i}) for i in range(3, 6)]
+            await asyncio.gather(*burst)  # one batch: one message for the three
+            await b.append(cid, {"type": "t", "i": 6})  # b's own: published for a
+            await _until(lambda: len(on_a) == 7 and len(on_b) == 7)
+            assert [e["seq"] for e in on_a] == list(range(1, 8))
+            assert on_b == on_a
+            assert [event_text(e) for e in on_b] == [event_text(e) for e in on_a]
+            await published.settle()
+            assert len(published.messages) == 2
+            origin, _, first = published.messages[0].partition("\n")[0].partition(" ")
+            assert (origin, first) == (a.origin, "4")
+
+            # b stops following: a publishes nothing again.
+            tasks.pop().cancel()
+            await asyncio.sleep(0.2)
+            await a.append(cid, {"type": "t", "i": 7})
+            await _until(lambda: len(on_a) == 8)
+            await published.settle()
+            assert len(published.messages) == 2
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await a.close()
+        await b.close()
+        await redis.aclose()
+
+
+async def test_redis_follower_listing_is_renewed_while_following(redis_server: Any) -> None:
+    """A replica stays listed past its entry's lifetime while it follows; after it, not."""
+    from memory.eventlog.redis import RedisEventLog
+    from memory.redis_client import create_redis
+
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    redis = create_redis(redis_server.url)
+    writer = RedisEventLog(redis, prefix=prefix)
+    reader = RedisEventLog(redis, prefix=prefix, followers_ttl_seconds=1.5)
+    cid = uuid.uuid4().hex
+    received: list[Event] = []
+    task = await _follow_into(reader, cid, received)
+    try:
+        await asyncio.sleep(3.5)  # more than twice the entry's lifetime
+        assert await redis.zscore(f"{prefix}fl:{cid}", reader.origin) is not None
+        await writer.append(cid, {"type": "t"})
+        await _until(lambda: len(received) == 1, timeout=2.0)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await _until(lambda: not reader._subs)
+        assert await redis.zscore(f"{prefix}fl:{cid}", reader.origin) is None
+        await writer.close()
+        await reader.close()
         await redis.aclose()
 
 

@@ -45,7 +45,12 @@ class LoggedEvent(dict[str, Any]):
         The position is spliced into the text rather than the dict encoded
         again; ``body`` must not hold ``conversation_id`` or ``seq`` itself.
         """
-        event = cls(json.loads(body))
+        return cls.of(json.loads(body), body, conversation_id, seq)
+
+    @classmethod
+    def of(cls, fields: Event, body: str, conversation_id: str, seq: int) -> LoggedEvent:
+        """Like :meth:`placed` for a writer that still has ``body`` as ``fields`` (no parse)."""
+        event = cls(fields)
         event["conversation_id"] = conversation_id
         event["seq"] = seq
         position = f'"conversation_id":{json.dumps(conversation_id)},"seq":{seq}}}'

@@ -1,12 +1,18 @@
 """The event log on Redis Streams, shared by every replica.
 
 Per conversation: a stream ``salon:ev:<id>`` whose entry ids are ``<seq>-0``
-(so replay after N is one XRANGE) and a counter ``salon:seq:<id>``. One Lua
-script gives the next seq, appends, trims by length and age, and publishes the
-event on ``salon:live:<id>``, atomically. Each process holds ONE pub/sub
-connection and fans live events out to its local subscribers; pub/sub may drop
-messages during a reconnect, which is fine: ``follow()`` notices the hole by
-``seq`` (or the Lagged signal sent on reconnect) and refills from the stream.
+(so replay after N is one XRANGE), a counter ``salon:seq:<id>``, and the
+replicas that follow it live, ``salon:fl:<id>``. One Lua script call appends
+a whole batch of events (every append of one event-loop turn, across
+conversations): it gives the seqs, appends, trims by length and age, and,
+only when another replica follows the conversation, publishes the batch on
+``salon:live:<id>``, atomically. The appending replica hands the events to its
+own followers itself, without a round trip through pub/sub.
+
+Each process holds ONE pub/sub connection and fans other replicas' events out
+to its local subscribers; pub/sub may drop messages during a reconnect, which
+is fine: ``follow()`` notices the hole by ``seq`` (or the Lagged signal sent on
+reconnect) and refills from the stream.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ import asyncio
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import structlog
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from memory.eventlog.base import (
     Event,
@@ -33,47 +40,77 @@ from memory.eventlog.base import (
 log = structlog.get_logger(__name__)
 
 _APPEND = """
-local seq = redis.call('INCR', KEYS[2])
-if seq <= tonumber(ARGV[7]) then
-  -- Redis lost the counter (restart): never reuse a seq this process issued
-  seq = tonumber(ARGV[7]) + 1
-  redis.call('SET', KEYS[2], seq)
-end
-local now = tonumber(ARGV[2])
-redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], seq .. '-0', 'e', ARGV[1], 't', ARGV[2])
-local horizon = now - tonumber(ARGV[4])
--- Look at the oldest entry alone first: it is almost never expired, and
--- reading 64 entries on every append was most of Redis's CPU while streaming.
-local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-local oldest = head[1]
-if oldest ~= nil then
-  local fields = oldest[2]
-  for i = 1, #fields, 2 do
-    if fields[i] == 't' and tonumber(fields[i + 1]) < horizon then
-      head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 64)
+-- One call appends a whole batch (the appends of one event-loop turn).
+-- KEYS, three per conversation: its stream, its seq counter, its followers
+-- (a sorted set: replica -> deadline in ms).
+-- ARGV: now ms, max events, ttl ms, seq counter ttl ms, the appending replica,
+-- then per conversation: its live channel, the seq floor this replica knows,
+-- n, and n event payloads. Returns the seqs given, in the order of the payloads.
+local now, maxlen, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local origin = ARGV[5]
+local horizon = now - ttl
+local seqs = {}
+local a = 6
+for i = 1, #KEYS / 3 do
+  local stream, counter, followers = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local channel, floor, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  a = a + 3
+  local first = redis.call('INCRBY', counter, n) - n + 1
+  if first <= floor then
+    -- Redis lost the counter (restart): never reuse a seq this replica issued
+    first = floor + 1
+    redis.call('SET', counter, first + n - 1)
+  end
+  local message = {origin .. ' ' .. first}
+  for j = 0, n - 1 do
+    local payload = ARGV[a + j]
+    redis.call('XADD', stream, (first + j) .. '-0', 'e', payload, 't', ARGV[1])
+    message[j + 2] = payload
+    seqs[#seqs + 1] = first + j
+  end
+  a = a + n
+  redis.call('XTRIM', stream, 'MAXLEN', maxlen)
+  -- Look at the oldest entry alone first: it is almost never expired, and
+  -- reading 64 entries on every append was most of Redis's CPU while streaming.
+  local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+  local oldest = head[1]
+  if oldest ~= nil then
+    local fields = oldest[2]
+    for f = 1, #fields, 2 do
+      if fields[f] == 't' and tonumber(fields[f + 1]) < horizon then
+        head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 64)
+      end
+    end
+  end
+  local keep_from = nil
+  for _, entry in ipairs(head) do
+    local fields = entry[2]
+    local ts = nil
+    for f = 1, #fields, 2 do
+      if fields[f] == 't' then ts = tonumber(fields[f + 1]) end
+    end
+    if ts ~= nil and ts < horizon then
+      keep_from = tonumber(string.match(entry[1], '^(%d+)')) + 1
+    else
+      break
+    end
+  end
+  if keep_from ~= nil then
+    redis.call('XTRIM', stream, 'MINID', keep_from .. '-0')
+  end
+  redis.call('PEXPIRE', stream, ttl)
+  redis.call('PEXPIRE', counter, ARGV[4])
+  -- Publish only when another replica follows the conversation: the appending
+  -- replica hands the events to its own followers itself.
+  redis.call('ZREMRANGEBYSCORE', followers, '-inf', '(' .. ARGV[1])
+  for _, replica in ipairs(redis.call('ZRANGE', followers, 0, -1)) do
+    if replica ~= origin then
+      redis.call('PUBLISH', channel, table.concat(message, '\\n'))
+      break
     end
   end
 end
-local keep_from = nil
-for _, entry in ipairs(head) do
-  local fields = entry[2]
-  local ts = nil
-  for i = 1, #fields, 2 do
-    if fields[i] == 't' then ts = tonumber(fields[i + 1]) end
-  end
-  if ts ~= nil and ts < horizon then
-    keep_from = tonumber(string.match(entry[1], '^(%d+)')) + 1
-  else
-    break
-  end
-end
-if keep_from ~= nil then
-  redis.call('XTRIM', KEYS[1], 'MINID', keep_from .. '-0')
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-redis.call('PUBLISH', ARGV[6], seq .. ' ' .. ARGV[1])
-return seq
+return seqs
 """
 
 _FLOOR = """
@@ -102,7 +139,29 @@ class _RedisSubscription(Subscription):
         await self._owner._unsubscribe(self)
 
 
+class _Append:
+    """One append waiting for its batch: the event as text and dict, and its caller."""
+
+    __slots__ = ("body", "conversation_id", "done", "fields")
+
+    def __init__(
+        self, conversation_id: str, fields: Event, body: str, done: asyncio.Future[Event]
+    ) -> None:
+        self.conversation_id = conversation_id
+        self.fields = fields
+        self.body = body
+        self.done = done
+
+
 class RedisEventLog(EventLog):
+    """The event log of every replica, on Redis Streams; see the module docstring.
+
+    ``followers_ttl_seconds``: how long a replica stays listed as following a
+    conversation without renewing (it renews every third of that while it
+    follows). A replica that stops renewing (it died) only costs publishes
+    nobody reads until then.
+    """
+
     def __init__(
         self,
         redis: Any,
@@ -111,6 +170,7 @@ class RedisEventLog(EventLog):
         ttl_seconds: float = 900.0,
         seq_ttl_seconds: float = 30 * 86400,
         subscriber_buffer: int = 10_000,
+        followers_ttl_seconds: float = 600.0,
         prefix: str = "salon:",
         clock: Callable[[], float] | None = None,
     ) -> None:
@@ -119,7 +179,10 @@ class RedisEventLog(EventLog):
         self.ttl_seconds = ttl_seconds
         self.seq_ttl_ms = int(seq_ttl_seconds * 1000)
         self.subscriber_buffer = subscriber_buffer
+        self.followers_ttl_ms = int(followers_ttl_seconds * 1000)
         self.prefix = prefix
+        # Names this process in follower sets and in what it publishes.
+        self.origin = uuid.uuid4().hex
         self._clock = clock or time.time
         self._append = redis.register_script(_APPEND)
         self._floor = redis.register_script(_FLOOR)
@@ -129,9 +192,10 @@ class RedisEventLog(EventLog):
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._dirty = False  # the pub/sub connection must be (re)subscribed
+        self._renewed = time.monotonic()
         self._lock = asyncio.Lock()
-        # Appends waiting for this loop turn's pipeline, and pipelines in flight.
-        self._batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        # Appends waiting for this loop turn's batch, and batches in flight.
+        self._batch: list[_Append] = []
         self._flushing: set[asyncio.Task[None]] = set()
 
     # -- keys -------------------------------------------------------------------
@@ -145,40 +209,32 @@ class RedisEventLog(EventLog):
     def _channel(self, cid: str) -> str:
         return f"{self.prefix}live:{cid}"
 
+    def _followers(self, cid: str) -> str:
+        return f"{self.prefix}fl:{cid}"
+
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
     # -- writing ----------------------------------------------------------------
 
     async def append(self, conversation_id: str, event: Event) -> Event:
-        """Append (one Lua script call), batched with the appends of other replies.
+        """Append, batched with every other append of this event-loop turn.
 
-        Appends issued during one turn of the event loop (100 replies streaming
-        at once issue many) go to Redis as one pipeline: one write and one
-        round trip instead of one each, in the order they were issued, so one
-        conversation's events keep their order. A lone append waits for
-        nothing but that one loop turn.
+        Appends issued during one turn of the loop (100 replies streaming at
+        once issue many) go to Redis as ONE script call: one write, one round
+        trip and one reply to parse instead of one each. A conversation's
+        events keep the order they were issued in. This replica's own
+        followers get the events from here; Redis publishes them only when
+        another replica follows the conversation too.
         """
-        body = {k: v for k, v in event.items() if k not in ("seq", "conversation_id")}
-        payload = json.dumps(body, separators=(",", ":"))
-        keys = [self._stream(conversation_id), self._seq(conversation_id)]
-        args = [
-            payload,
-            self._now_ms(),
-            self.max_events,
-            int(self.ttl_seconds * 1000),
-            self.seq_ttl_ms,
-            self._channel(conversation_id),
-            self._high.get(conversation_id, 0),
-        ]
+        fields = {k: v for k, v in event.items() if k not in ("seq", "conversation_id")}
+        body = json.dumps(fields, separators=(",", ":"))
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[Any] = loop.create_future()
-        self._batch.append((keys, args, done))
+        done: asyncio.Future[Event] = loop.create_future()
+        self._batch.append(_Append(conversation_id, fields, body, done))
         if len(self._batch) == 1:
             loop.call_soon(self._send_batch)
-        seq = int(await done)
-        self._remember(conversation_id, seq)
-        return {**body, "conversation_id": conversation_id, "seq": seq}
+        return await done
 
     def _send_batch(self) -> None:
         batch, self._batch = self._batch, []
@@ -186,42 +242,42 @@ class RedisEventLog(EventLog):
         self._flushing.add(task)
         task.add_done_callback(self._flushing.discard)
 
-    async def _run_batch(
-        self, batch: list[tuple[list[str], list[Any], asyncio.Future[Any]]]
-    ) -> None:
+    async def _run_batch(self, batch: list[_Append]) -> None:
+        by_conversation: dict[str, list[_Append]] = {}
+        for item in batch:
+            by_conversation.setdefault(item.conversation_id, []).append(item)
+        keys: list[str] = []
+        args: list[Any] = [
+            self._now_ms(),
+            self.max_events,
+            int(self.ttl_seconds * 1000),
+            self.seq_ttl_ms,
+            self.origin,
+        ]
+        ordered: list[_Append] = []
+        for cid, items in by_conversation.items():
+            keys += (self._stream(cid), self._seq(cid), self._followers(cid))
+            args += (self._channel(cid), self._high.get(cid, 0), len(items))
+            args += [item.body for item in items]
+            ordered += items
         try:
-            if len(batch) == 1:
-                keys, args, _ = batch[0]
-                results: list[Any] = [await self._append(keys=keys, args=args)]
-            else:
-                # EVALSHA by hand: a Script called on a pipeline makes every
-                # execute() ask SCRIPT EXISTS first, a second round trip.
-                pipe = self.redis.pipeline(transaction=False)
-                for keys, args, _ in batch:
-                    pipe.evalsha(self._append.sha, len(keys), *keys, *args)
-                results = await pipe.execute(raise_on_error=False)
-                if any(isinstance(r, NoScriptError) for r in results):
-                    # Redis restarted and lost its scripts: these calls load it again.
-                    for i, (keys, args, _) in enumerate(batch):
-                        if isinstance(results[i], NoScriptError):
-                            try:
-                                results[i] = await self._append(keys=keys, args=args)
-                            except RedisError as exc:
-                                results[i] = exc
+            seqs = await self._append(keys=keys, args=args)
         except BaseException as exc:  # the connection failed: every caller hears it
-            for _, _, done in batch:
-                if not done.done():
-                    done.set_exception(exc if isinstance(exc, Exception) else RedisError(repr(exc)))
+            for item in batch:
+                if not item.done.done():
+                    failure = exc if isinstance(exc, Exception) else RedisError(repr(exc))
+                    item.done.set_exception(failure)
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, _, done), result in zip(batch, results, strict=True):
-            if done.done():
-                continue  # its caller was cancelled
-            if isinstance(result, Exception):
-                done.set_exception(result)
-            else:
-                done.set_result(result)
+        for item, seq in zip(ordered, seqs, strict=True):
+            cid = item.conversation_id
+            event = LoggedEvent.of(item.fields, item.body, cid, int(seq))
+            self._remember(cid, event["seq"])
+            for sub in self._subs.get(cid, ()):
+                sub.offer(event)
+            if not item.done.done():  # else its caller was cancelled
+                item.done.set_result(event)
 
     def _remember(self, conversation_id: str, seq: int) -> None:
         # The highest seq this process issued per conversation, bounded: the
@@ -285,6 +341,12 @@ class RedisEventLog(EventLog):
     # -- live -------------------------------------------------------------------
 
     async def subscribe(self, conversation_id: str) -> Subscription:
+        """Follow live: this replica's own appends directly, other replicas' by pub/sub.
+
+        Returns once Redis has confirmed the channel and lists this replica
+        among the conversation's followers, so that every event appended after
+        the caller reads the backlog reaches it.
+        """
         sub = _RedisSubscription(self, conversation_id, self.subscriber_buffer)
         async with self._lock:
             await self._ensure_reader()
@@ -309,7 +371,29 @@ class RedisEventLog(EventLog):
             await asyncio.wait_for(confirmed.wait(), 5)
         except TimeoutError:
             sub.signal_lag()  # not confirmed: make follow() re-check the log
+        try:
+            # Listed after the channel is confirmed: from here on, appends by
+            # other replicas are published to us.
+            await self._list_as_follower([conversation_id])
+        except BaseException:
+            await self._unsubscribe(sub)
+            raise
         return sub
+
+    async def _list_as_follower(self, conversation_ids: list[str]) -> None:
+        deadline = self._now_ms() + self.followers_ttl_ms
+        pipe = self.redis.pipeline(transaction=False)
+        for cid in conversation_ids:
+            key = self._followers(cid)
+            pipe.zadd(key, {self.origin: deadline})
+            pipe.pexpire(key, self.followers_ttl_ms)
+        await pipe.execute()
+
+    async def _renew_followers(self) -> None:
+        """List this replica again for every conversation it follows (before its entries expire)."""
+        cids = list(self._subs)
+        for start in range(0, len(cids), 1000):
+            await self._list_as_follower(cids[start : start + 1000])
 
     async def _unsubscribe(self, sub: _RedisSubscription) -> None:
         async with self._lock:
@@ -318,11 +402,14 @@ class RedisEventLog(EventLog):
                 return
             subs.discard(sub)
             if not subs:
-                del self._subs[sub.conversation_id]
-                self._confirmed.pop(sub.conversation_id, None)
+                cid = sub.conversation_id
+                del self._subs[cid]
+                self._confirmed.pop(cid, None)
+                with contextlib.suppress(RedisError, OSError):
+                    await self.redis.zrem(self._followers(cid), self.origin)
                 if self._pubsub is not None:
                     with contextlib.suppress(RedisError, OSError):
-                        await self._pubsub.unsubscribe(self._channel(sub.conversation_id))
+                        await self._pubsub.unsubscribe(self._channel(cid))
 
     async def _ensure_reader(self) -> None:
         if self._pubsub is None:
@@ -332,11 +419,15 @@ class RedisEventLog(EventLog):
 
     async def _read_loop(self) -> None:
         prefix_len = len(self.prefix) + len("live:")
+        renew_every = self.followers_ttl_ms / 3000
         backoff = 0.1
         while True:
             try:
                 if self._dirty:
                     await self._resubscribe()
+                if time.monotonic() - self._renewed > renew_every:
+                    await self._renew_followers()
+                    self._renewed = time.monotonic()
                 if not self._pubsub.subscribed:
                     await asyncio.sleep(0.05)
                     continue
@@ -348,13 +439,19 @@ class RedisEventLog(EventLog):
                 cid = channel[prefix_len:]
                 if msg["type"] == "subscribe":
                     confirmed = self._confirmed.get(cid)
-                    if confirmed is not None:
+                    if confirmed is None:
+                        pass
+                    elif confirmed.is_set():
+                        # redis-py reconnected and subscribed again by itself:
+                        # what was published meanwhile is lost, and a restarted
+                        # Redis lost our listing; following again refills from
+                        # the stream and lists us again.
+                        for sub in list(self._subs.get(cid, ())):
+                            sub.signal_lag()
+                    else:
                         confirmed.set()
                 elif msg["type"] == "message":
-                    seq_text, _, payload = msg["data"].partition(" ")
-                    event = LoggedEvent.placed(payload, cid, int(seq_text))
-                    for sub in list(self._subs.get(cid, ())):
-                        sub.offer(event)
+                    self._deliver(cid, msg["data"])
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -362,6 +459,20 @@ class RedisEventLog(EventLog):
                 await self._reset_connection()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+
+    def _deliver(self, cid: str, data: str) -> None:
+        """Hand a published batch (``origin first-seq``, then one event per line) to followers."""
+        head, _, rest = data.partition("\n")
+        origin, _, first = head.partition(" ")
+        if origin == self.origin:
+            return  # our own appends: already handed over when they were made
+        subs = self._subs.get(cid)
+        if not subs:
+            return
+        for offset, body in enumerate(rest.split("\n")):
+            event = LoggedEvent.placed(body, cid, int(first) + offset)
+            for sub in list(subs):
+                sub.offer(event)
 
     async def _reset_connection(self) -> None:
         """A new pub/sub connection; every follower refills from the log meanwhile."""
@@ -377,8 +488,9 @@ class RedisEventLog(EventLog):
     async def _resubscribe(self) -> None:
         """Subscribe the current connection to every channel with local followers.
 
-        Raises on failure so the read loop retries with backoff; ``_dirty``
-        stays set until it works.
+        Lists this replica as their follower again too (Redis may have lost
+        the lists). Raises on failure so the read loop retries with backoff;
+        ``_dirty`` stays set until it works.
         """
         async with self._lock:
             channels = [self._channel(cid) for cid in self._subs]
@@ -387,6 +499,8 @@ class RedisEventLog(EventLog):
             if channels:
                 await self._pubsub.subscribe(*channels)
             self._dirty = False
+        await self._renew_followers()
+        self._renewed = time.monotonic()
 
     async def ping(self) -> None:
         await self.redis.ping()
@@ -398,6 +512,12 @@ class RedisEventLog(EventLog):
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
+        if self._subs:  # stop others publishing to us
+            with contextlib.suppress(Exception):
+                pipe = self.redis.pipeline(transaction=False)
+                for cid in self._subs:
+                    pipe.zrem(self._followers(cid), self.origin)
+                await pipe.execute()
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()
