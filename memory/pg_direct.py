@@ -1,15 +1,20 @@
 """The per-message operations on Postgres with asyncpg itself (see memory/direct.py).
 
-A connection comes from the engine's pool (so its size, the ping on checkout
-and disposal still apply); the transaction, the row-security settings and
-the statement then go straight to asyncpg: BEGIN, the settings, the
-statement and COMMIT, without SQLAlchemy's greenlet switch, statement
-compilation and result processing around each. The tenant is set for the
-transaction exactly as memory/store.py does, so row-level security applies.
+Each operation is ONE statement, in one round trip: a function of migration
+0013 that sets the tenant for its own transaction and runs the statement
+(row-level security applies as everywhere, the setting is transaction-local).
+Through the engine's pool the same work was a ping on checkout, BEGIN, the
+settings, the statement and COMMIT, each an await on a busy event loop.
+
+The connections come from a small asyncpg pool of this class's own, as large
+as the engine's pool: no ping on checkout (asyncpg drops connections the
+server closed) and nothing to reset on release (these connections never
+change session state).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
@@ -31,46 +36,64 @@ from memory.records import MessageRecord
 
 T = TypeVar("T")
 
-_SET_TENANT = "SELECT set_config('salon.tenant_id', $1, true), set_config('salon.scope', '', true)"
-_INSERT = (
-    "INSERT INTO messages (id, tenant_id, conversation_id, role, content, client_id, status,"
-    " response_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-)
+# Arguments in the order of MESSAGE_COLUMNS.
+_INSERT = "SELECT salon_insert_message($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 _RECENT = (
     "SELECT id, tenant_id, conversation_id, role, content, client_id, status, response_id,"
-    " created_at FROM messages WHERE tenant_id = $1 AND conversation_id = $2"
-    " ORDER BY created_at DESC, id DESC LIMIT $3"
+    " created_at FROM salon_recent_messages($1, $2, $3)"
 )
 _SUMMARY = (
     "SELECT id, tenant_id, persona_id, user_id, kind, text, importance, pinned,"
     " source_message_ids, source_refs, valid_from, valid_to, superseded_by, embedding_model,"
     " embedding IS NOT NULL AS has_embedding, created_at, updated_at, supersede_key"
-    " FROM memories WHERE tenant_id = $1 AND persona_id = $2 AND user_id = $3"
-    " AND kind = 'summary' AND valid_to IS NULL AND source_refs::text LIKE $4 ESCAPE '/'"
-    " ORDER BY valid_from DESC, id DESC LIMIT $5"
+    " FROM salon_live_summaries($1, $2, $3, $4, $5)"
 )
-_RAISE_SEQ = (
-    "UPDATE conversations SET last_seq = $3, updated_at = $4"
-    " WHERE tenant_id = $1 AND id = $2 AND last_seq < $3"
-)
+_RAISE_SEQ = "SELECT salon_raise_last_seq($1, $2, $3, $4)"
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Nothing to reset on release: these connections never change session state."""
 
 
 class PostgresDirect(DirectMessages):
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._pool: asyncpg.Pool | None = None
+        self._opening: asyncio.Task[asyncpg.Pool] | None = None
 
-    async def _run(self, tenant_id: str, fn: Callable[[Any], Awaitable[T]]) -> T:
-        async with self.engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            driver: asyncpg.Connection = raw.driver_connection
-            async with driver.transaction():
-                await driver.execute(_SET_TENANT, tenant_id)
-                return await fn(driver)
+    async def _connections(self) -> asyncpg.Pool:
+        if self._pool is not None:
+            return self._pool
+        if self._opening is None:  # one pool, however many callers arrive first
+            self._opening = asyncio.create_task(self._open())
+        try:
+            self._pool = await asyncio.shield(self._opening)
+        except BaseException:
+            if self._opening.done():
+                self._opening = None  # failed: the next call tries again
+            raise
+        return self._pool
+
+    async def _open(self) -> asyncpg.Pool:
+        _, params = self.engine.dialect.create_connect_args(self.engine.url)
+        size = self.engine.sync_engine.pool.size()  # type: ignore[attr-defined]
+        return await asyncpg.create_pool(
+            **params,
+            min_size=0,
+            max_size=size,
+            reset=_keep_session,
+            server_settings={"application_name": "salon"},
+        )
+
+    async def _run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        pool = await self._connections()
+        async with pool.acquire() as connection:
+            return await fn(connection)
 
     async def insert_message(self, values: dict[str, Any]) -> None:
         row = [values[name] for name in MESSAGE_COLUMNS]
         try:
-            await self._run(values["tenant_id"], lambda db: db.execute(_INSERT, *row))
+            await self._run(lambda db: db.execute(_INSERT, *row))
         except asyncpg.UniqueViolationError as exc:
             if values.get("client_id") is None:
                 raise
@@ -79,9 +102,7 @@ class PostgresDirect(DirectMessages):
     async def recent_messages(
         self, tenant_id: str, conversation_id: str, limit: int
     ) -> list[MessageRecord]:
-        rows = await self._run(
-            tenant_id, lambda db: db.fetch(_RECENT, tenant_id, conversation_id, limit)
-        )
+        rows = await self._run(lambda db: db.fetch(_RECENT, tenant_id, conversation_id, limit))
         return [MessageRecord(**dict(row)) for row in reversed(rows)]
 
     async def live_summary(
@@ -89,7 +110,6 @@ class PostgresDirect(DirectMessages):
     ) -> MemoryRecord | None:
         pattern = source_ref_pattern(source_ref)
         rows = await self._run(
-            tenant_id,
             lambda db: db.fetch(
                 _SUMMARY, tenant_id, persona_id, user_id, pattern, SUMMARY_CANDIDATES
             ),
@@ -106,9 +126,14 @@ class PostgresDirect(DirectMessages):
 
     async def raise_last_seq(self, tenant_id: str, conversation_id: str, seq: int) -> None:
         await self._run(
-            tenant_id,
             lambda db: db.execute(_RAISE_SEQ, tenant_id, conversation_id, seq, utcnow()),
         )
 
     async def close(self) -> None:
-        """Nothing of its own: the connections belong to the engine's pool."""
+        pool, self._pool = self._pool, None
+        opening, self._opening = self._opening, None
+        if pool is None and opening is not None and opening.done() and not opening.cancelled():
+            if opening.exception() is None:
+                pool = opening.result()
+        if pool is not None:
+            await pool.close()

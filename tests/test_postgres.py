@@ -196,6 +196,47 @@ async def test_a_query_without_the_tenant_setting_sees_nothing(
     assert (await store.get_persona(a, "p")) is not None
 
 
+DIRECT_FUNCTIONS = ("insert_message", "live_summaries", "raise_last_seq", "recent_messages")
+
+
+async def test_the_direct_path_functions_scope_one_statement_and_run_as_the_caller(
+    store: Store, postgres_url: str, pg_server: PgServer
+) -> None:
+    """Migration 0013's functions: row security applies inside, the tenant ends with the call."""
+    a = await _fill(store, "a")
+    await _fill(store, "b")
+    definers = pg_server.sql(
+        "SELECT proname, prosecdef FROM pg_proc WHERE proname = ANY($1::text[])",
+        [f"salon_{name}" for name in DIRECT_FUNCTIONS],
+        database=_db(postgres_url),
+    )
+    assert sorted(definers) == [
+        ("salon_insert_message", False),
+        ("salon_live_summaries", False),
+        ("salon_raise_last_seq", False),
+        ("salon_recent_messages", False),
+    ]
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('salon.tenant_id', $1, true)", a)
+            conv = await conn.fetchval("SELECT id FROM conversations")
+        rows = await conn.fetch("SELECT content FROM salon_recent_messages($1, $2, 5)", a, conv)
+        assert [r["content"] for r in rows] == ["a hi"]
+        # The tenant was the call's own: the next statement on the connection sees nothing.
+        assert await conn.fetchval("SELECT current_setting('salon.tenant_id', true)") in ("", None)
+        assert await _counts(conn) == dict.fromkeys(TENANT_TABLES, 0)
+        # A system scope set by a caller does not survive into the call: inside a
+        # caller's transaction, the function leaves that transaction on its tenant.
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('salon.scope', 'system', true)")
+            assert await _counts(conn) == dict.fromkeys(TENANT_TABLES, 2)
+            await conn.fetch("SELECT * FROM salon_recent_messages($1, $2, 5)", a, conv)
+            assert await _counts(conn) == dict.fromkeys(TENANT_TABLES, 1)
+    finally:
+        await conn.close()
+
+
 async def test_a_tenant_transaction_cannot_write_another_tenants_row(store: Store) -> None:
     a = await _fill(store, "a")
     b = await _fill(store, "b")
