@@ -19,7 +19,6 @@ import contextlib
 import os
 import socket
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -27,9 +26,10 @@ import structlog
 from agents import telemetry
 from agents.llm.base import GenerationParams, LLMProvider
 from agents.prompt import HistoryItem, assemble
-from agents.recovery import active_key, end_orphan, recover_interrupted, reply_lock
+from agents.recovery import active_key, end_orphan_record, recover_interrupted, reply_lock
 from agents.reply_inputs import context_blocks, recalled_memories
 from agents.reply_lock import ACTIVE_TTL_FACTOR, keep_lock, owns
+from agents.runners import Pending, Runner
 from agents.sessions import (
     ConversationHooks,
     Recall,
@@ -55,28 +55,6 @@ class ConversationError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-@dataclass
-class _Pending:
-    message: MessageRecord
-    params: GenerationParams | None = None
-    instructions: str | None = None
-    audio: OutputFormat | bool = False  # from an audio session: spoken, in this format
-
-
-@dataclass
-class _Runner:
-    session: Session
-    pending: list[_Pending] = field(default_factory=list)
-    task: asyncio.Task[None] | None = None
-    turn: Turn | None = None
-    # A cancel that arrives while the next reply is being prepared (before its
-    # Turn exists) is kept here and applied as soon as the Turn is created.
-    cancel_reason: str | None = None
-    preparing: bool = False  # a batch was taken, its Turn does not exist yet
-    lock_token: str | None = None  # the reply lock token of the reply in progress
-    active: dict[str, Any] | None = None  # the active-reply record we keep refreshed
 
 
 class ConversationService:
@@ -108,7 +86,7 @@ class ConversationService:
         self.replica_id = (
             replica_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         )
-        self._runners: dict[str, _Runner] = {}
+        self._runners: dict[str, Runner] = {}
         self._watched: dict[str, ConversationRecord] = {}
         self._background: list[asyncio.Task[None]] = []
         self._closing = False
@@ -230,8 +208,12 @@ class ConversationService:
             if verdict.blocked:  # not stored: the client gets the error with its id
                 raise ConversationError(verdict.code, verdict.message)
             text = verdict.text
-        message, created = await self.store.add_message(
-            conv.tenant_id, conv.id, role="user", content=text, client_id=client_id
+        # Whether an operator has taken over is read while the message is stored.
+        (message, created), paused = await asyncio.gather(
+            self.store.add_message(
+                conv.tenant_id, conv.id, role="user", content=text, client_id=client_id
+            ),
+            self._paused(conv.id),
         )
         if not created and not await self._never_answered(conv, message):
             return message, False
@@ -242,7 +224,6 @@ class ConversationService:
             # restart and the resend finds it never answered.
             raise ConversationError("shutdown", "the server is shutting down; send it again")
         # Taken over by an operator: stored and acknowledged, answered by them.
-        paused = self.hooks.paused is not None and await self.hooks.paused(conv.id)
         pending = f"pending:{message.id}"
         if not paused:
             await self.hot.put(pending, {"conversation_id": conv.id}, ttl_seconds=600)
@@ -254,7 +235,7 @@ class ConversationService:
         if client_id is not None:
             accepted["id"] = client_id
         try:
-            await self.events.append(conv.id, accepted)
+            logged = await self.events.append(conv.id, accepted)
         except BaseException:
             # Not acknowledged: the client sends it again (same id), and the
             # resend must find it "never answered", not "pending".
@@ -262,14 +243,19 @@ class ConversationService:
                 await self.hot.delete(pending)
             raise
         if not paused:
-            runner = self._runners.setdefault(conv.id, _Runner(session=session))
-            runner.pending.append(_Pending(message, params, instructions, audio or False))
+            runner = self._runners.setdefault(conv.id, Runner(session=session))
+            runner.pending.append(
+                Pending(message, params, instructions, audio or False, logged["seq"])
+            )
             if runner.task is None:
                 runner.task = asyncio.create_task(self._run(conv.id), name=f"replies:{conv.id}")
         if created and verdict is not None and verdict.hits:
             await moderation.input_stored(session, verdict, message)
         self._after_message(session, message)
         return message, True
+
+    async def _paused(self, conversation_id: str) -> bool:
+        return self.hooks.paused is not None and await self.hooks.paused(conversation_id)
 
     def _after_message(self, session: Session, message: MessageRecord) -> None:
         """Run the after_message hooks in the background; a failing hook is logged."""
@@ -409,7 +395,7 @@ class ConversationService:
                 self._runners.pop(conversation_id, None)
 
     async def _report_failure(
-        self, conversation_id: str, batch: list[_Pending], code: str, message: str
+        self, conversation_id: str, batch: list[Pending], code: str, message: str
     ) -> None:
         """Replies that will not come: say so, so nobody waits forever."""
         with contextlib.suppress(Exception):
@@ -426,13 +412,19 @@ class ConversationService:
             with contextlib.suppress(Exception):
                 await self.hot.delete(f"pending:{item.message.id}")
 
-    async def _locked_reply(self, runner: _Runner, batch: list[_Pending]) -> None:
+    async def _locked_reply(self, runner: Runner, batch: list[Pending]) -> None:
         """Wait for the conversation's reply lock (another replica may hold it), then reply."""
         conv = runner.session.conversation
         ttl = self.settings.lock_ttl_seconds
         lock = reply_lock(conv.id)
         token = f"{self.replica_id}:{uuid.uuid4().hex[:8]}"  # this reply's alone
-        while not await self.hot.acquire_lock(lock, token, ttl):
+        while True:
+            # The active record is read with the lock taken, in the same round trip.
+            taken, orphan = await self.hot.acquire_lock_and_get(
+                lock, token, ttl, active_key(conv.id)
+            )
+            if taken:
+                break
             if self._closing:
                 await self._report_failure(
                     conv.id, batch, "shutdown", "the server is shutting down; send again later"
@@ -445,7 +437,7 @@ class ConversationService:
         try:
             # We hold the lock; an active record left now belongs to a replica that
             # died (it lost the lock): end that reply before starting ours.
-            await end_orphan(self.store, self.events, self.hot, conv)
+            await end_orphan_record(self.store, self.events, self.hot, conv, orphan)
             await self._reply(runner, batch)
         finally:
             refresher.cancel()
@@ -456,7 +448,7 @@ class ConversationService:
                 with contextlib.suppress(Exception):
                     await self.hot.release_lock(lock, token)
 
-    async def _reply(self, runner: _Runner, batch: list[_Pending]) -> TurnResult:
+    async def _reply(self, runner: Runner, batch: list[Pending]) -> TurnResult:
         session = runner.session
         conv = session.conversation
         params = next((p.params for p in reversed(batch) if p.params), None) or GenerationParams(
@@ -464,18 +456,29 @@ class ConversationService:
         )
         instructions = next((p.instructions for p in reversed(batch) if p.instructions), None)
         query = batch[-1].message.content
-        # Independent reads, overlapped: the time before the first token is the
-        # slowest of them, not their sum (recall, summary and context hooks are
-        # each bounded by their own timeouts). `after` is read before the reply's
-        # first event, as resuming the active reply needs.
-        history, memories, summary, context, after = await asyncio.gather(
+        response_id = new_id("resp")
+        message_id = new_id("msg")
+        ttl = self.settings.lock_ttl_seconds
+        # The active record names the reply before its first event (if this
+        # replica dies, another ends the reply from it). `after`: the reply's
+        # events all come after its messages' message.accepted.
+        active = {
+            "response_id": response_id,
+            "message_id": message_id,
+            "owner": runner.lock_token or self.replica_id,
+            "after": min(p.accepted_seq for p in batch),
+        }
+        # Independent reads, overlapped, and the record written meanwhile: the
+        # time before the first token is the slowest of them, not their sum
+        # (recall, summary and context hooks are each bounded by their own timeouts).
+        history, memories, summary, context, _ = await asyncio.gather(
             self.store.list_messages(conv.tenant_id, conv.id, limit=self.settings.history_messages),
             recalled_memories(self.recall, self.hooks, session, query),
             self.summaries.latest(conv.tenant_id, conv.persona_id, conv.user_id, conv.id)
             if self.summaries
             else asyncio.sleep(0, None),
             context_blocks(self.hooks, session, query),
-            self.events.latest_seq(conv.id),
+            self.hot.put(active_key(conv.id), active, ttl_seconds=ACTIVE_TTL_FACTOR * ttl),
         )
         moderation = self.hooks.moderation
         # Turns the summary covers are in it: the prompt starts after them.
@@ -495,8 +498,6 @@ class ConversationService:
         fold_upto = None  # asked for after the reply: folding never delays one
         if self.summaries is not None:
             fold_upto = self.summaries.plan(items, prompt, self.settings.history_messages)
-        response_id = new_id("resp")
-        message_id = new_id("msg")
 
         async def emit(event: dict[str, Any]) -> None:
             await self.events.append(conv.id, event)
@@ -524,14 +525,7 @@ class ConversationService:
         elif runner.cancel_reason is not None:
             turn.cancel(runner.cancel_reason)
         runner.cancel_reason = None
-        runner.active = {
-            "response_id": response_id,
-            "message_id": message_id,
-            "owner": runner.lock_token or self.replica_id,
-            "after": after,
-        }
-        ttl = self.settings.lock_ttl_seconds
-        await self.hot.put(active_key(conv.id), runner.active, ttl_seconds=ACTIVE_TTL_FACTOR * ttl)
+        runner.active = active
 
         async def finish(result: TurnResult) -> str | None:
             token = runner.lock_token

@@ -60,7 +60,17 @@ async def end_orphan(
     store: Store, events: EventLog, hot: HotState, conv: ConversationRecord
 ) -> bool:
     """With the reply lock held by the caller: end the reply an active record names."""
-    active = await hot.get(active_key(conv.id))
+    return await end_orphan_record(store, events, hot, conv, await hot.get(active_key(conv.id)))
+
+
+async def end_orphan_record(
+    store: Store,
+    events: EventLog,
+    hot: HotState,
+    conv: ConversationRecord,
+    active: dict[str, Any] | None,
+) -> bool:
+    """:func:`end_orphan` for an active record the caller read after taking the lock."""
     if active is None:
         return False
     response_id = active["response_id"]

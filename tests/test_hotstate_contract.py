@@ -38,6 +38,25 @@ async def test_lock_has_one_owner_and_expires(hot: HotState) -> None:
     assert await hot.acquire_lock("conv1", "b", 5)
 
 
+async def test_acquire_lock_and_get_reads_the_record_only_with_the_lock(hot: HotState) -> None:
+    assert await hot.acquire_lock_and_get("l2", "a", 5, "rec2") == (True, None)
+    await hot.put("rec2", {"response_id": "r1", "n": 1})
+    # Someone else: not taken, and the record is not read.
+    assert await hot.acquire_lock_and_get("l2", "b", 5, "rec2") == (False, None)
+    assert await hot.lock_owner("l2") == "a"
+    # The owner again (re-entrant): taken, with the record as stored.
+    assert await hot.acquire_lock_and_get("l2", "a", 5, "rec2") == (
+        True,
+        {"response_id": "r1", "n": 1},
+    )
+    await hot.release_lock("l2", "a")
+    assert await hot.acquire_lock_and_get("l2", "b", 5, "rec2") == (
+        True,
+        {"response_id": "r1", "n": 1},
+    )
+    assert await hot.lock_owner("l2") == "b"
+
+
 async def test_only_the_owner_refreshes_or_releases(hot: HotState) -> None:
     assert await hot.acquire_lock("l", "a", 0.3)
     assert not await hot.refresh_lock("l", "b", 10)

@@ -23,6 +23,18 @@ class HotState(ABC):
     async def acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
         """Take the lock if it is free (or already ours); True on success."""
 
+    async def acquire_lock_and_get(
+        self, name: str, owner: str, ttl_seconds: float, key: str
+    ) -> tuple[bool, dict[str, Any] | None]:
+        """:meth:`acquire_lock`, then (only if taken) :meth:`get` ``key``.
+
+        Backends over a network do both in one round trip, read after the
+        lock is taken.
+        """
+        if not await self.acquire_lock(name, owner, ttl_seconds):
+            return False, None
+        return True, await self.get(key)
+
     @abstractmethod
     async def refresh_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
         """Extend our lock; False if it is no longer ours."""

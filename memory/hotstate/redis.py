@@ -36,11 +36,23 @@ return 0
 """
 
 
+# _ACQUIRE, and when taken the record KEYS[2] (or false), in one call.
+_ACQUIRE_GET = """
+local current = redis.call('GET', KEYS[1])
+if current == false or current == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {1, redis.call('GET', KEYS[2])}
+end
+return {0}
+"""
+
+
 class RedisHotState(HotState):
     def __init__(self, redis: Any, *, prefix: str = "salon:") -> None:
         self.redis = redis
         self.prefix = prefix
         self._acquire = redis.register_script(_ACQUIRE)
+        self._acquire_get = redis.register_script(_ACQUIRE_GET)
         self._refresh = redis.register_script(_REFRESH)
         self._release = redis.register_script(_RELEASE)
 
@@ -50,6 +62,18 @@ class RedisHotState(HotState):
     async def acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
         ms = max(1, int(ttl_seconds * 1000))
         return bool(await self._acquire(keys=[self._k("lock", name)], args=[owner, ms]))
+
+    async def acquire_lock_and_get(
+        self, name: str, owner: str, ttl_seconds: float, key: str
+    ) -> tuple[bool, dict[str, Any] | None]:
+        ms = max(1, int(ttl_seconds * 1000))
+        reply = await self._acquire_get(
+            keys=[self._k("lock", name), self._k("rec", key)], args=[owner, ms]
+        )
+        if not int(reply[0]):
+            return False, None
+        raw = reply[1] if len(reply) > 1 else None
+        return True, None if raw is None else dict(json.loads(raw))
 
     async def refresh_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
         ms = max(1, int(ttl_seconds * 1000))
