@@ -65,6 +65,10 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# Where AccessLogMiddleware leaves the ASGI server's send in a websocket scope.
+RAW_SEND = "salon.raw_send"
+
+
 class AccessLogMiddleware:
     """One line per HTTP request / WebSocket session: method, path (no query), status, ms."""
 
@@ -78,6 +82,12 @@ class AccessLogMiddleware:
             return
         start = time.perf_counter()
         status: dict[str, int] = {}
+        if scope["type"] == "websocket":
+            # The server's own send, for a socket's frames after accept
+            # (server/ws.py): each wrapper on the way (this one, Starlette's
+            # exception handling, its WebSocket) costs a coroutine per frame
+            # and does nothing for a frame.
+            scope[RAW_SEND] = send
 
         async def _send(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -23,6 +23,7 @@ from memory.eventlog import ResumeGap, event_text, follow
 from server import metrics, ws_media
 from server.auth import Principal, authenticate, bearer_token
 from server.limits import TokenBucket, origin_allowed
+from server.logging import RAW_SEND
 from server.protocol import (
     InputAudioAppend,
     InputAudioCommit,
@@ -113,6 +114,8 @@ class Connection:
         self.session: Session | None = None
         self._follower: asyncio.Task[None] | None = None
         self._gone = False  # a write failed: the socket is closed
+        # Frames go straight to the ASGI server (server/logging.py RAW_SEND).
+        self._send = ws.scope.get(RAW_SEND)
         per_minute = state.settings.messages_per_minute
         self._messages = TokenBucket(rate=per_minute / 60, burst=max(1, per_minute // 4 or 1))
         self._frames = TokenBucket(rate=100, burst=200)
@@ -144,7 +147,11 @@ class Connection:
         if self._gone:
             return False
         try:
-            await self.ws.send_text(event_text(event))  # logged events: encoded once
+            text = event_text(event)  # logged events: encoded once
+            if self._send is not None:
+                await self._send({"type": "websocket.send", "text": text})
+            else:
+                await self.ws.send_text(text)
         except (WebSocketDisconnect, RuntimeError, OSError):
             self._gone = True  # the reader sees the disconnect and cleans up
             return False

@@ -810,3 +810,13 @@ def test_a_placed_event_splices_its_position_into_any_object_text() -> None:
             "seq": 7,
         }
         assert event == json.loads(event.wire)
+
+
+def test_event_text_is_compact_json_even_where_orjson_refuses() -> None:
+    from memory.eventlog.base import to_json
+
+    event = {"type": "t", "delta": 'é \u2028 "q"\n', "n": 1.5, "ok": True, "none": None}
+    assert to_json(event) == json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    # Integers past 64 bits and non-string keys: the standard library's text.
+    assert json.loads(to_json({"big": 2**70})) == {"big": 2**70}
+    assert json.loads(to_json({1: "x"})) == {"1": "x"}

@@ -30,6 +30,7 @@ from typing import Any
 
 import aiohttp
 import openai
+import orjson
 
 from agents.llm.base import (
     Capabilities,
@@ -270,7 +271,7 @@ def _joined(parts: list[bytes]) -> str:
 def _delta_content(data: str) -> str | None:
     """The text of one ``chat.completion.chunk``; an in-stream error raises."""
     try:
-        chunk = json.loads(data)
+        chunk = orjson.loads(data)  # one per token: 4x the standard library's speed
     except ValueError as exc:
         raise LLMError("the language model sent a malformed stream chunk") from exc
     if not isinstance(chunk, dict):

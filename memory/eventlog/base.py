@@ -15,7 +15,22 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
+
 Event = dict[str, Any]
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON text of ``value``: orjson, 20x the standard library's speed for
+    an event (one encode per token); the standard library for what orjson refuses
+    (integers past 64 bits, keys that are not strings)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+from_json = orjson.loads
 
 
 class LoggedEvent(dict[str, Any]):
@@ -34,7 +49,7 @@ class LoggedEvent(dict[str, Any]):
     @classmethod
     def parse(cls, wire: str) -> LoggedEvent:
         """The event whose JSON text is ``wire`` (a JSON object)."""
-        event = cls(json.loads(wire))
+        event = cls(from_json(wire))
         event.wire = wire
         return event
 
@@ -45,7 +60,7 @@ class LoggedEvent(dict[str, Any]):
         The position is spliced into the text rather than the dict encoded
         again; ``body`` must not hold ``conversation_id`` or ``seq`` itself.
         """
-        return cls.of(json.loads(body), body, conversation_id, seq)
+        return cls.of(from_json(body), body, conversation_id, seq)
 
     @classmethod
     def of(cls, fields: Event, body: str, conversation_id: str, seq: int) -> LoggedEvent:
@@ -53,7 +68,7 @@ class LoggedEvent(dict[str, Any]):
         event = cls(fields)
         event["conversation_id"] = conversation_id
         event["seq"] = seq
-        position = f'"conversation_id":{json.dumps(conversation_id)},"seq":{seq}}}'
+        position = f'"conversation_id":{to_json(conversation_id)},"seq":{seq}}}'
         head = body.rstrip()[:-1].rstrip()  # the object without its closing brace
         event.wire = f"{head}{',' if len(event) > 2 else ''}{position}"
         return event
@@ -63,7 +78,7 @@ def event_text(event: Event) -> str:
     """The JSON text a socket sends for ``event`` (computed once for logged events)."""
     if type(event) is LoggedEvent:
         return event.wire
-    return json.dumps(event, separators=(",", ":"))
+    return to_json(event)
 
 
 class ResumeGap(Exception):

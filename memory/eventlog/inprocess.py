@@ -21,6 +21,7 @@ from memory.eventlog.base import (
     LoggedEvent,
     ResumeGap,
     Subscription,
+    to_json,
 )
 
 
@@ -85,7 +86,7 @@ class InProcessEventLog(EventLog):
         stored = LoggedEvent(event)
         stored["conversation_id"] = conversation_id
         stored["seq"] = log.last_seq
-        stored.wire = json.dumps(stored, separators=(",", ":"))
+        stored.wire = to_json(stored)
         log.events.append((self._clock(), log.last_seq, stored.wire))
         self._trim(log)
         for sub in list(log.subscribers):
@@ -175,7 +176,7 @@ class InProcessEventLog(EventLog):
                         (
                             float(item["ts"]),
                             int(event["seq"]),
-                            json.dumps(event, separators=(",", ":")),
+                            to_json(event),
                         )
                     )
                     count += 1

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from memory.eventlog.base import (
     LoggedEvent,
     ResumeGap,
     Subscription,
+    to_json,
 )
 
 log = structlog.get_logger(__name__)
@@ -228,7 +228,7 @@ class RedisEventLog(EventLog):
         another replica follows the conversation too.
         """
         fields = {k: v for k, v in event.items() if k not in ("seq", "conversation_id")}
-        body = json.dumps(fields, separators=(",", ":"))
+        body = to_json(fields)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Event] = loop.create_future()
         self._batch.append(_Append(conversation_id, fields, body, done))
