@@ -146,7 +146,7 @@ def worker() -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         url = normalize_database_url(settings.database_url, settings.data_dir)
         store = Store(create_engine(url, pool_size=settings.database_pool_size))
-        redis = create_redis(settings.redis_url)
+        redis = create_redis(settings.redis_url, pool_size=settings.redis_pool_size)
         events = build_event_log(settings, redis)
         runner = create_job_runner(
             settings.redis_url,

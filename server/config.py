@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     database_pool_size: int = 10
     redis_url: str | None = None
+    redis_pool_size: int = 256
     media_dir: Path | None = None
     job_concurrency: int = 4
 

@@ -85,7 +85,9 @@ def build_event_log(settings: Settings, redis: Any = None) -> EventLog:
         from memory.redis_client import create_redis
 
         return RedisEventLog(
-            redis if redis is not None else create_redis(settings.redis_url),
+            redis
+            if redis is not None
+            else create_redis(settings.redis_url, pool_size=settings.redis_pool_size),
             max_events=settings.event_log_max_events,
             ttl_seconds=settings.event_log_ttl_seconds,
         )
@@ -99,7 +101,11 @@ def build_hot_state(settings: Settings, redis: Any = None) -> HotState:
         from memory.hotstate.redis import RedisHotState
         from memory.redis_client import create_redis
 
-        return RedisHotState(redis if redis is not None else create_redis(settings.redis_url))
+        return RedisHotState(
+            redis
+            if redis is not None
+            else create_redis(settings.redis_url, pool_size=settings.redis_pool_size)
+        )
     return InProcessHotState()
 
 
@@ -116,7 +122,7 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
     if settings.redis_url:
         from memory.redis_client import create_redis
 
-        redis = create_redis(settings.redis_url)
+        redis = create_redis(settings.redis_url, pool_size=settings.redis_pool_size)
     events = build_event_log(settings, redis)
     hot = build_hot_state(settings, redis)
     if isinstance(events, InProcessEventLog):
