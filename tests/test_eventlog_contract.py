@@ -820,3 +820,29 @@ def test_event_text_is_compact_json_even_where_orjson_refuses() -> None:
     # Integers past 64 bits and non-string keys: the standard library's text.
     assert json.loads(to_json({"big": 2**70})) == {"big": 2**70}
     assert json.loads(to_json({1: "x"})) == {"1": "x"}
+
+
+async def test_redis_append_survives_a_lost_counter_beside_its_stream(redis_server: Any) -> None:
+    """The seq counter is gone but the stream is not (eviction): appends carry on above it."""
+    from memory.eventlog.redis import RedisEventLog
+    from memory.redis_client import create_redis
+
+    redis = create_redis(redis_server.url)
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    writer = RedisEventLog(redis, prefix=prefix)
+    fresh = RedisEventLog(redis, prefix=prefix)  # a replica that never saw these seqs
+    cid, other = uuid.uuid4().hex, uuid.uuid4().hex
+    try:
+        for i in range(3):
+            await writer.append(cid, {"type": "t", "i": i})
+        await redis.delete(f"{prefix}seq:{cid}")
+        # In one batch with another conversation, which must not fail with it.
+        again, elsewhere = await asyncio.gather(
+            fresh.append(cid, {"type": "t", "i": 3}), fresh.append(other, {"type": "t"})
+        )
+        assert (again["seq"], elsewhere["seq"]) == (4, 1)
+        assert [e["i"] for e in await fresh.replay(cid, 0)] == [0, 1, 2, 3]
+    finally:
+        await writer.close()
+        await fresh.close()
+        await redis.aclose()

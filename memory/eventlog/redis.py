@@ -56,6 +56,15 @@ for i = 1, #KEYS / 3 do
   local channel, floor, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   a = a + 3
   local first = redis.call('INCRBY', counter, n) - n + 1
+  if first == 1 then
+    -- A new counter, or one Redis lost (restart, eviction) while the stream
+    -- survived: stay above what the stream holds, so XADD cannot fail (and
+    -- fail the whole batch).
+    local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+    if top ~= nil then
+      floor = math.max(floor, tonumber(string.match(top[1], '^(%d+)')))
+    end
+  end
   if first <= floor then
     -- Redis lost the counter (restart): never reuse a seq this replica issued
     first = floor + 1
