@@ -66,24 +66,25 @@ class PostgresDirect(DirectMessages):
             return self._pool
         if self._opening is None:  # one pool, however many callers arrive first
             self._opening = asyncio.create_task(self._open())
+        opening = self._opening
         try:
-            self._pool = await asyncio.shield(self._opening)
+            return await asyncio.shield(opening)
         except BaseException:
-            if self._opening.done():
+            if opening.done() and self._opening is opening:
                 self._opening = None  # failed: the next call tries again
             raise
-        return self._pool
 
     async def _open(self) -> asyncpg.Pool:
         _, params = self.engine.dialect.create_connect_args(self.engine.url)
         size = self.engine.sync_engine.pool.size()  # type: ignore[attr-defined]
-        return await asyncpg.create_pool(
+        self._pool = await asyncpg.create_pool(
             **params,
             min_size=0,
             max_size=size,
             reset=_keep_session,
             server_settings={"application_name": "salon"},
         )
+        return self._pool
 
     async def _run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         pool = await self._connections()
@@ -130,10 +131,6 @@ class PostgresDirect(DirectMessages):
         )
 
     async def close(self) -> None:
-        pool, self._pool = self._pool, None
-        opening, self._opening = self._opening, None
-        if pool is None and opening is not None and opening.done() and not opening.cancelled():
-            if opening.exception() is None:
-                pool = opening.result()
+        pool, self._pool, self._opening = self._pool, None, None
         if pool is not None:
             await pool.close()

@@ -403,6 +403,7 @@ class RedisEventLog(EventLog):
         cids = list(self._subs)
         for start in range(0, len(cids), 1000):
             await self._list_as_follower(cids[start : start + 1000])
+        self._renewed = time.monotonic()
 
     async def _unsubscribe(self, sub: _RedisSubscription) -> None:
         async with self._lock:
@@ -436,7 +437,6 @@ class RedisEventLog(EventLog):
                     await self._resubscribe()
                 if time.monotonic() - self._renewed > renew_every:
                     await self._renew_followers()
-                    self._renewed = time.monotonic()
                 if not self._pubsub.subscribed:
                     await asyncio.sleep(0.05)
                     continue
@@ -509,7 +509,6 @@ class RedisEventLog(EventLog):
                 await self._pubsub.subscribe(*channels)
             self._dirty = False
         await self._renew_followers()
-        self._renewed = time.monotonic()
 
     async def ping(self) -> None:
         await self.redis.ping()
