@@ -40,7 +40,7 @@ from agents.sessions import (
 from agents.summaries import ConversationSummaries, uncovered
 from agents.turns import Turn, TurnResult
 from agents.voice import OutputFormat, ReplySpeaker, ReplyVoice, played_seconds
-from memory.eventlog import EventLog
+from memory.eventlog import AppendWindow, EventLog
 from memory.hotstate import HotState, InProcessHotState
 from memory.ids import new_id
 from memory.records import ConversationRecord, MessageRecord
@@ -499,10 +499,14 @@ class ConversationService:
         if self.summaries is not None:
             fold_upto = self.summaries.plan(items, prompt, self.settings.history_messages)
 
+        # The reply's events are stored in order without waiting for each: a
+        # remote log's round trip per token no longer paces the stream.
+        window = AppendWindow(self.events, conv.id)
+
         async def emit(event: dict[str, Any]) -> None:
-            await self.events.append(conv.id, event)
+            await window.put(event)
             if speech is not None and event["type"] == "response.text.delta":
-                speech.feed(event["delta"])  # speak what was shown, after it is in the log
+                speech.feed(event["delta"])  # speak what is shown
 
         speech: ReplySpeaker | None = None
         if self.voice is not None and any(p.audio for p in batch):
@@ -528,6 +532,9 @@ class ConversationService:
         runner.active = active
 
         async def finish(result: TurnResult) -> str | None:
+            # Every event so far is in the log before the reply is stored (a
+            # failed append fails the reply here, as it would have mid-stream).
+            await window.drain()
             token = runner.lock_token
             if token is not None and not await owns(self.hot, reply_lock(conv.id), token, ttl):
                 return None  # taken over: another replica ended this reply
@@ -554,6 +561,7 @@ class ConversationService:
 
         try:
             result = await turn.run(emit, finish)
+            await window.drain()  # the final event too, before the lock is released
         finally:
             runner.turn = None
             runner.active = None

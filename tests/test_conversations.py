@@ -254,6 +254,48 @@ async def test_a_failure_before_the_turn_is_reported_not_swallowed(
     )
 
 
+class LosesADelta(InProcessEventLog):
+    """A log whose appends finish later, like Redis's, and which loses the ``lost``-th delta."""
+
+    def __init__(self, lost: int) -> None:
+        super().__init__()
+        self.lost = lost
+        self.deltas = 0
+
+    def submit(self, conversation_id: str, event: dict[str, Any]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if event["type"] == "response.text.delta":
+            self.deltas += 1
+            if self.deltas == self.lost:
+                loop.call_later(0.005, future.set_exception, ConnectionError("log gone"))
+                return future
+        loop.call_later(0.005, future.set_result, self._place(conversation_id, event))
+        return future
+
+
+@pytest.mark.parametrize("lost", [3, 50], ids=["mid-reply", "last-delta"])
+async def test_a_delta_the_log_failed_to_store_fails_the_reply_and_keeps_the_message(
+    store: Store, persona_id: str, lost: int
+) -> None:
+    """The reply does not wait for each append; a failed one still ends it with an error."""
+    log = LosesADelta(lost)
+    svc = service(store, ScriptedLLM(["w "] * 50, delay=0.001), log)
+    session = await svc.open(TENANT, persona=persona_id, user_external_id="alice")
+    message, _ = await svc.submit(session, client_id="1", text="hello")
+    error = None
+    async for e in follow(svc.events, session.conversation.id, 0):
+        if e["type"] == "error":
+            error = e
+            break
+        assert e["type"] != "response.done"
+    assert error is not None and error["code"] == "reply_failed"
+    assert error["reply_to"] == [message.id]
+    history = await store.list_messages(TENANT, session.conversation.id, limit=10)
+    assert [m.role for m in history] == ["user"]  # kept; no half-logged reply stored
+    await svc.shutdown(timeout=5)
+
+
 async def test_a_resent_id_whose_reply_never_started_is_answered(
     store: Store, persona_id: str
 ) -> None:

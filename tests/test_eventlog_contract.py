@@ -19,6 +19,7 @@ from typing import Any, Protocol, cast
 import pytest
 
 from memory.eventlog import (
+    AppendWindow,
     EventLog,
     InProcessEventLog,
     Lagged,
@@ -475,6 +476,51 @@ class TestEventLogContract:
         assert one == two
         _assert_contiguous(one, 1, 300, cid)
 
+    async def test_submitted_events_keep_their_order_with_many_in_flight(
+        self, log: EventLog, cid: str
+    ) -> None:
+        """A writer that does not wait for each append still gets its order, live and replayed."""
+        other = f"{cid}_other"
+        sub = await log.subscribe(cid)
+        try:
+            window = AppendWindow(log, cid, depth=64)
+            futures = []
+            for i in range(300):
+                await window.put({"type": "t", "i": i})
+                # A second conversation, and a plain append, interleaved with the window's.
+                futures.append(log.submit(other, {"type": "o", "i": i}))
+                if i % 50 == 0:
+                    await log.append(cid, {"type": "plain", "i": i})
+                if i % 7 == 0:
+                    await asyncio.sleep(0)  # batches go out while more are submitted
+            await window.drain()
+            elsewhere = await asyncio.gather(*futures)
+            live = [await asyncio.wait_for(sub.get(), 10) for _ in range(306)]
+        finally:
+            await sub.close()
+        expected: list[tuple[str, int]] = []
+        for i in range(300):
+            expected.append(("t", i))
+            if i % 50 == 0:
+                expected.append(("plain", i))
+        replayed = await log.replay(cid, 0)
+        assert [(e["type"], e["i"]) for e in replayed] == expected
+        assert [(e["type"], e["i"]) for e in live] == expected
+        assert _seqs(replayed) == _seqs(live) == list(range(1, 307))
+        assert _seqs(elsewhere) == list(range(1, 301))
+        assert [e["i"] for e in elsewhere] == list(range(300))
+
+    async def test_an_append_window_waits_only_when_it_is_full(
+        self, log: EventLog, cid: str
+    ) -> None:
+        window = AppendWindow(log, cid, depth=4)
+        for i in range(40):
+            await window.put({"type": "t", "i": i})
+            assert len(window._unfinished) < 4
+        await window.drain()
+        assert not window._unfinished
+        assert [e["i"] for e in await log.replay(cid, 0)] == list(range(40))
+
 
 # -- in-process implementation only ------------------------------------------------
 
@@ -846,3 +892,72 @@ async def test_redis_append_survives_a_lost_counter_beside_its_stream(redis_serv
         await writer.close()
         await fresh.close()
         await redis.aclose()
+
+
+async def test_redis_a_failed_batch_fails_what_its_conversation_submitted_after_it(
+    redis_server: Any,
+) -> None:
+    """No event of a conversation is stored after one of its events failed to be."""
+    from memory.eventlog.redis import RedisEventLog
+    from memory.redis_client import create_redis
+
+    redis = create_redis(redis_server.url)
+    log = RedisEventLog(redis, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    script = log._append
+    release = asyncio.Event()
+    calls = 0
+
+    async def failing_once(**kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await release.wait()
+            raise ConnectionError("Redis went away mid-batch")
+        return await script(**kwargs)
+
+    log._append = failing_once
+    cid, other = uuid.uuid4().hex, uuid.uuid4().hex
+    try:
+        window = AppendWindow(log, cid)
+        await window.put({"type": "t", "i": 0})
+        await asyncio.sleep(0.05)  # the first batch is in flight (and will fail)
+        await window.put({"type": "t", "i": 1})  # held behind it
+        await asyncio.sleep(0.05)
+        await window.put({"type": "t", "i": 2})  # held too
+        unrelated = log.submit(other, {"type": "o"})  # another conversation goes on
+        assert (await unrelated)["seq"] == 1
+        release.set()
+        with pytest.raises(ConnectionError):
+            await window.drain()
+        with pytest.raises(ConnectionError):
+            await window.put({"type": "t", "i": 3})  # the writer must stop
+        assert await log.replay(cid, 0) == []
+        # A later writer (the error event that ends the reply) is stored.
+        assert (await log.append(cid, {"type": "error"}))["seq"] == 1
+    finally:
+        await log.close()
+        await redis.aclose()
+
+
+async def test_an_append_window_raises_the_failure_of_an_append_it_did_not_wait_for() -> None:
+    """The in-process log never fails; a log whose appends do is a subclass of it."""
+
+    class Failing(InProcessEventLog):
+        def submit(self, conversation_id: str, event: Event) -> asyncio.Future[Event]:
+            future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+            if event.get("i") == 2:
+                asyncio.get_running_loop().call_later(0.01, future.set_exception, OSError("disk"))
+            else:
+                asyncio.get_running_loop().call_later(
+                    0.01, future.set_result, self._place(conversation_id, event)
+                )
+            return future
+
+    window = AppendWindow(Failing(), "c", depth=100)
+    for i in range(4):
+        await window.put({"type": "t", "i": i})  # nothing waited for yet
+    await asyncio.sleep(0.05)
+    with pytest.raises(OSError, match="disk"):
+        await window.put({"type": "t", "i": 4})
+    with pytest.raises(OSError, match="disk"):
+        await window.drain()

@@ -1,6 +1,7 @@
 """The per-conversation event log: the spine of delivery and resume."""
 
 from memory.eventlog.base import (
+    AppendWindow,
     EventLog,
     Lagged,
     LoggedEvent,
@@ -12,6 +13,7 @@ from memory.eventlog.base import (
 from memory.eventlog.inprocess import InProcessEventLog
 
 __all__ = [
+    "AppendWindow",
     "EventLog",
     "InProcessEventLog",
     "Lagged",

@@ -170,6 +170,18 @@ class EventLog(ABC):
     async def append(self, conversation_id: str, event: Event) -> Event:
         """Give ``event`` the next seq and ``conversation_id``, store it, and return it."""
 
+    def submit(self, conversation_id: str, event: Event) -> asyncio.Future[Event]:
+        """Start appending ``event`` and return at once; the future gives what :meth:`append` does.
+
+        A conversation's events take their seqs in the order they were
+        submitted (or appended), whichever call was used, so a writer can keep
+        several events in flight (see :class:`AppendWindow`). This default
+        runs :meth:`append` as a task, which keeps that order only for an
+        implementation whose ``append`` places the event before its first
+        await; an implementation that does not must override it.
+        """
+        return asyncio.ensure_future(self.append(conversation_id, event))
+
     @abstractmethod
     async def replay(self, conversation_id: str, after: int) -> list[Event]:
         """Every retained event with ``seq > after``, in order; :class:`ResumeGap` if any is gone."""
@@ -195,6 +207,66 @@ class EventLog(ABC):
 
     async def close(self) -> None:
         """Release connections and background tasks."""
+
+
+class AppendWindow:
+    """One writer's events to one conversation, up to ``depth`` appends in flight.
+
+    A reply streaming tokens need not wait for each append to be stored before
+    it emits the next: against a remote log (Redis) that wait was one round
+    trip per token. :meth:`put` submits and returns while fewer than
+    ``depth`` appends are unfinished; the order is kept by the log. A failed
+    append is raised by the next :meth:`put` or by :meth:`drain`, after which
+    the writer must stop: what it submitted after the failure is not stored.
+    """
+
+    __slots__ = ("_conversation_id", "_depth", "_failed", "_log", "_unfinished")
+
+    def __init__(self, log: EventLog, conversation_id: str, *, depth: int = 256) -> None:
+        self._log = log
+        self._conversation_id = conversation_id
+        self._depth = depth
+        self._unfinished: deque[asyncio.Future[Event]] = deque()
+        self._failed: BaseException | None = None
+
+    async def put(self, event: Event) -> None:
+        """Submit ``event``; wait only while ``depth`` appends are unfinished."""
+        self._check()
+        future = self._log.submit(self._conversation_id, event)
+        if future.done():  # an in-process log stores at once
+            future.result()
+            return
+        future.add_done_callback(self._note)
+        unfinished = self._unfinished
+        unfinished.append(future)
+        while unfinished and unfinished[0].done():
+            unfinished.popleft()
+        while len(unfinished) >= self._depth:
+            await asyncio.wait([unfinished[0]])
+            unfinished.popleft()
+            self._check()
+
+    async def drain(self) -> None:
+        """Wait until every submitted event is stored; raise the first failure."""
+        while self._unfinished:
+            future = self._unfinished[0]
+            if not future.done():
+                await asyncio.wait([future])
+            self._unfinished.popleft()
+        self._check()
+
+    def _note(self, future: asyncio.Future[Event]) -> None:
+        # Retrieves every failure (none is left "never retrieved") and keeps the first.
+        if future.cancelled():
+            failure: BaseException | None = RuntimeError("an append was cancelled")
+        else:
+            failure = future.exception()
+        if failure is not None and self._failed is None:
+            self._failed = failure
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise self._failed
 
 
 async def follow(log: EventLog, conversation_id: str, after: int) -> AsyncIterator[Event]:

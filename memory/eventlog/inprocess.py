@@ -7,6 +7,7 @@ the next start, so a client that reconnects after a restart still resumes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import deque
@@ -80,6 +81,15 @@ class InProcessEventLog(EventLog):
             events.popleft()
 
     async def append(self, conversation_id: str, event: Event) -> Event:
+        return self._place(conversation_id, event)
+
+    def submit(self, conversation_id: str, event: Event) -> asyncio.Future[Event]:
+        # Stored at once: the future is already done (no task per token).
+        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        future.set_result(self._place(conversation_id, event))
+        return future
+
+    def _place(self, conversation_id: str, event: Event) -> LoggedEvent:
         # No await between reading and bumping last_seq: appends are atomic on the loop.
         log = self._log(conversation_id)
         log.last_seq += 1

@@ -203,9 +203,13 @@ class RedisEventLog(EventLog):
         self._dirty = False  # the pub/sub connection must be (re)subscribed
         self._renewed = time.monotonic()
         self._lock = asyncio.Lock()
-        # Appends waiting for this loop turn's batch, and batches in flight.
+        # Appends waiting for this loop turn's batch, and batches in flight;
+        # conversations with a batch in flight, and their appends waiting for it.
         self._batch: list[_Append] = []
+        self._scheduled = False
         self._flushing: set[asyncio.Task[None]] = set()
+        self._in_flight: set[str] = set()
+        self._held: dict[str, list[_Append]] = {}
 
     # -- keys -------------------------------------------------------------------
 
@@ -231,27 +235,75 @@ class RedisEventLog(EventLog):
 
         Appends issued during one turn of the loop (100 replies streaming at
         once issue many) go to Redis as ONE script call: one write, one round
-        trip and one reply to parse instead of one each. A conversation's
-        events keep the order they were issued in. This replica's own
+        trip and one reply to parse instead of one each. This replica's own
         followers get the events from here; Redis publishes them only when
         another replica follows the conversation too.
         """
+        return await self.submit(conversation_id, event)
+
+    def submit(self, conversation_id: str, event: Event) -> asyncio.Future[Event]:
+        """Like :meth:`append` without waiting; a conversation's events keep their order.
+
+        A conversation has at most one batch in flight: its events submitted
+        meanwhile wait and go together in the next one, so batches sent on
+        different pooled connections can never store them out of order.
+        """
         fields = {k: v for k, v in event.items() if k not in ("seq", "conversation_id")}
         body = to_json(fields)
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[Event] = loop.create_future()
+        done: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
         self._batch.append(_Append(conversation_id, fields, body, done))
-        if len(self._batch) == 1:
-            loop.call_soon(self._send_batch)
-        return await done
+        self._schedule()
+        return done
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_batch)
 
     def _send_batch(self) -> None:
+        self._scheduled = False
         batch, self._batch = self._batch, []
-        task = asyncio.create_task(self._run_batch(batch))
+        ready: list[_Append] = []
+        for item in batch:
+            cid = item.conversation_id
+            if cid in self._in_flight:  # after its batch in flight returns
+                self._held.setdefault(cid, []).append(item)
+            else:
+                ready.append(item)
+        if not ready:
+            return
+        cids = {item.conversation_id for item in ready}
+        self._in_flight |= cids
+        task = asyncio.create_task(self._run_batch(ready, cids))
         self._flushing.add(task)
         task.add_done_callback(self._flushing.discard)
 
-    async def _run_batch(self, batch: list[_Append]) -> None:
+    async def _run_batch(self, batch: list[_Append], cids: set[str]) -> None:
+        failure: BaseException | None = None
+        try:
+            await self._store_batch(batch)
+        except BaseException as exc:  # the connection failed: every caller hears it
+            failure = exc
+            self._fail(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._in_flight -= cids
+            if failure is not None:
+                # What was submitted after a failed event is not stored either:
+                # a conversation's log never skips one of its events.
+                doomed = [item for cid in cids for item in self._held.pop(cid, ())]
+                doomed += [item for item in self._batch if item.conversation_id in cids]
+                self._batch = [item for item in self._batch if item.conversation_id not in cids]
+                self._fail(doomed, failure)
+            else:
+                for cid in cids:
+                    held = self._held.pop(cid, None)
+                    if held:
+                        self._batch[:0] = held  # ahead of its events submitted since
+                        self._schedule()
+
+    async def _store_batch(self, batch: list[_Append]) -> None:
         by_conversation: dict[str, list[_Append]] = {}
         for item in batch:
             by_conversation.setdefault(item.conversation_id, []).append(item)
@@ -269,16 +321,7 @@ class RedisEventLog(EventLog):
             args += (self._channel(cid), self._high.get(cid, 0), len(items))
             args += [item.body for item in items]
             ordered += items
-        try:
-            seqs = await self._append(keys=keys, args=args)
-        except BaseException as exc:  # the connection failed: every caller hears it
-            for item in batch:
-                if not item.done.done():
-                    failure = exc if isinstance(exc, Exception) else RedisError(repr(exc))
-                    item.done.set_exception(failure)
-            if not isinstance(exc, Exception):
-                raise
-            return
+        seqs = await self._append(keys=keys, args=args)
         for item, seq in zip(ordered, seqs, strict=True):
             cid = item.conversation_id
             event = LoggedEvent.of(item.fields, item.body, cid, int(seq))
@@ -287,6 +330,13 @@ class RedisEventLog(EventLog):
                 sub.offer(event)
             if not item.done.done():  # else its caller was cancelled
                 item.done.set_result(event)
+
+    @staticmethod
+    def _fail(items: list[_Append], exc: BaseException) -> None:
+        failure = exc if isinstance(exc, Exception) else RedisError(repr(exc))
+        for item in items:
+            if not item.done.done():
+                item.done.set_exception(failure)
 
     def _remember(self, conversation_id: str, seq: int) -> None:
         # The highest seq this process issued per conversation, bounded: the
@@ -514,8 +564,13 @@ class RedisEventLog(EventLog):
         await self.redis.ping()
 
     async def close(self) -> None:
-        if self._flushing:  # appends already sent: let their callers hear back
-            await asyncio.gather(*self._flushing, return_exceptions=True)
+        # Appends already submitted: let their callers hear back (a batch that
+        # returns releases the conversation's held appends into a new one).
+        while self._flushing or self._batch:
+            if self._flushing:
+                await asyncio.gather(*self._flushing, return_exceptions=True)
+            else:
+                await asyncio.sleep(0)
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
