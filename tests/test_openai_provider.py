@@ -223,3 +223,30 @@ async def test_sse_crlf_split_between_reads_is_one_line_end() -> None:
     assert await _events([b"data: a\r", b"\ndata: b\r\n\r\n"]) == ["a\nb"]
     assert await _events([b"data: a\r", b"\r"]) == ["a"]
     assert await _events([b"", b"data: x", b"\n", b"\n", b""]) == ["x"]
+
+
+async def test_the_proxy_the_environment_names_is_used(
+    fake_llm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY is honoured (looked up once, not per request); NO_PROXY bypasses it."""
+    # The fake server doubles as the proxy: it answers the absolute-form request.
+    for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", fake_llm.base_url.rsplit("/v1", 1)[0])
+    through_proxy = OpenAICompatibleProvider(
+        base_url="http://llm.invalid/v1", api_key="sk-test", model="fake", max_retries=0
+    )
+    try:
+        assert "".join(await _collect(through_proxy, "hi")) == "Hello from the fake model."
+        assert "".join(await _collect(through_proxy, "again")) == "Hello from the fake model."
+    finally:
+        await through_proxy.close()
+
+    # NO_PROXY names the endpoint: straight there, the (dead) proxy is not asked.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    direct = _provider(fake_llm)
+    try:
+        assert "".join(await _collect(direct, "hi")) == "Hello from the fake model."
+    finally:
+        await direct.close()

@@ -31,6 +31,8 @@ from typing import Any
 import aiohttp
 import openai
 import orjson
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from agents.llm.base import (
     Capabilities,
@@ -82,6 +84,8 @@ class OpenAICompatibleProvider(LLMProvider):
         )
         self._http: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._proxy: Any = None
+        self._proxy_auth: aiohttp.BasicAuth | None = None
 
     def _session(self) -> aiohttp.ClientSession:
         """The streaming session, made on first use (aiohttp binds it to the running loop)."""
@@ -97,9 +101,14 @@ class OpenAICompatibleProvider(LLMProvider):
                     limit=openai.DEFAULT_CONNECTION_LIMITS.max_connections or 1000,
                     limit_per_host=0,
                 ),
-                trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as the SDK honours them
+                # Not trust_env: with it aiohttp reads ~/.netrc in a worker thread on
+                # EVERY request (a thread hop before each reply's first token). The
+                # proxy from HTTP(S)_PROXY / NO_PROXY, as the SDK honours them, is
+                # looked up once per session instead.
+                trust_env=False,
                 read_bufsize=2**18,
             )
+            self._proxy, self._proxy_auth = env_proxy(self._url)
         return self._http
 
     async def close(self) -> None:
@@ -168,7 +177,9 @@ class OpenAICompatibleProvider(LLMProvider):
         attempt = 0
         while True:
             try:
-                response = await http.post(self._url, data=content)
+                response = await http.post(
+                    self._url, data=content, proxy=self._proxy, proxy_auth=self._proxy_auth
+                )
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 # Retried: nothing of an answer came (refused, reset, a pooled connection
                 # the server had closed, connect timeout). A read timeout waiting for the
@@ -213,6 +224,18 @@ class OpenAICompatibleProvider(LLMProvider):
 
 
 _RETRY_STATUS = frozenset({408, 409, 429})
+
+
+def env_proxy(url: str) -> tuple[Any, aiohttp.BasicAuth | None]:
+    """The proxy the environment names for ``url`` and its credentials; ``(None, None)`` if none.
+
+    What aiohttp's ``trust_env`` does per request (``HTTP(S)_PROXY``,
+    ``NO_PROXY``, credentials in the proxy URL or ``~/.netrc``), done once.
+    """
+    try:
+        return get_env_proxy_for_url(URL(url))
+    except LookupError:
+        return None, None
 
 
 def _backoff(attempt: int, retry_after: str | None) -> float:
