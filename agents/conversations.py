@@ -26,7 +26,14 @@ import structlog
 from agents import telemetry
 from agents.llm.base import GenerationParams, LLMProvider
 from agents.prompt import HistoryItem, assemble
-from agents.recovery import active_key, end_orphan_record, recover_interrupted, reply_lock
+from agents.recovery import (
+    active_key,
+    end_orphan_record,
+    never_answered,
+    pending_key,
+    recover_interrupted,
+    reply_lock,
+)
 from agents.reply_inputs import context_blocks, recalled_memories
 from agents.reply_lock import ACTIVE_TTL_FACTOR, keep_lock, owns
 from agents.runners import Pending, Runner
@@ -208,25 +215,42 @@ class ConversationService:
             if verdict.blocked:  # not stored: the client gets the error with its id
                 raise ConversationError(verdict.code, verdict.message)
             text = verdict.text
-        # Whether an operator has taken over is read while the message is stored.
-        (message, created), paused = await asyncio.gather(
-            self.store.add_message(
-                conv.tenant_id, conv.id, role="user", content=text, client_id=client_id
-            ),
-            self._paused(conv.id),
-        )
-        if not created and not await self._never_answered(conv, message):
-            return message, False
-        if created:
+        # Stored, read whether an operator has taken over, and the reply marked
+        # pending (under the id the message will have), all at once: the
+        # pending mark is undone in the rare cases it was not wanted.
+        message_id = new_id("msg")
+        pending = pending_key(message_id)
+        try:
+            (message, created), paused, _ = await asyncio.gather(
+                self.store.add_message(
+                    conv.tenant_id,
+                    conv.id,
+                    role="user",
+                    content=text,
+                    client_id=client_id,
+                    message_id=message_id,
+                ),
+                self._paused(conv.id),
+                self.hot.put(pending, {"conversation_id": conv.id}, ttl_seconds=600),
+            )
+            if self._closing:
+                # Stored but not acknowledged: the client resends it after the
+                # restart and the resend finds it never answered.
+                raise ConversationError("shutdown", "the server is shutting down; send it again")
+        except BaseException:
+            await self._unmark(pending)  # else a resend would find it "pending"
+            raise
+        if paused or not created:
+            # Taken over (an operator answers), or a resend of a stored message.
+            await self._unmark(pending)
+        if not created:
+            if not await never_answered(self.store, self.hot, conv, message):
+                return message, False
+            pending = pending_key(message.id)
+            if not paused:
+                await self.hot.put(pending, {"conversation_id": conv.id}, ttl_seconds=600)
+        else:
             telemetry.MESSAGES.labels("user", conv.channel).inc()
-        if self._closing:
-            # Stored but not acknowledged: the client resends it after the
-            # restart and the resend finds it never answered.
-            raise ConversationError("shutdown", "the server is shutting down; send it again")
-        # Taken over by an operator: stored and acknowledged, answered by them.
-        pending = f"pending:{message.id}"
-        if not paused:
-            await self.hot.put(pending, {"conversation_id": conv.id}, ttl_seconds=600)
         accepted: dict[str, Any] = {
             "type": "message.accepted",
             "message_id": message.id,
@@ -239,8 +263,7 @@ class ConversationService:
         except BaseException:
             # Not acknowledged: the client sends it again (same id), and the
             # resend must find it "never answered", not "pending".
-            with contextlib.suppress(Exception):
-                await self.hot.delete(pending)
+            await self._unmark(pending)
             raise
         if not paused:
             runner = self._runners.setdefault(conv.id, Runner(session=session))
@@ -253,6 +276,10 @@ class ConversationService:
             await moderation.input_stored(session, verdict, message)
         self._after_message(session, message)
         return message, True
+
+    async def _unmark(self, pending: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.hot.delete(pending)
 
     async def _paused(self, conversation_id: str) -> bool:
         return self.hooks.paused is not None and await self.hooks.paused(conversation_id)
@@ -271,18 +298,6 @@ class ConversationService:
             task = asyncio.create_task(run(), name=f"after:{message.id}")
             self._hook_tasks.add(task)
             task.add_done_callback(self._hook_tasks.discard)
-
-    async def _never_answered(self, conv: ConversationRecord, message: MessageRecord) -> bool:
-        """A stored user message that no reply covers, none is queued for, and none is writing."""
-        if await self.hot.get(f"pending:{message.id}") is not None:
-            return False
-        if await self.hot.get(active_key(conv.id)) is not None:
-            return False
-        recent = await self.store.list_messages(conv.tenant_id, conv.id, limit=50)
-        ids = [m.id for m in recent]
-        if message.id not in ids:
-            return False  # old: long since answered or abandoned
-        return all(m.role != "assistant" for m in recent[ids.index(message.id) + 1 :])
 
     async def cancel(
         self, conversation_id: str, reason: str = "cancelled", played_ms: int | None = None
@@ -387,7 +402,7 @@ class ConversationService:
                     runner.cancel_reason = None
                     for item in batch:
                         with contextlib.suppress(Exception):
-                            await self.hot.delete(f"pending:{item.message.id}")
+                            await self.hot.delete(pending_key(item.message.id))
         finally:
             runner.task = None
             runner.turn = None
@@ -410,7 +425,7 @@ class ConversationService:
             )
         for item in batch:
             with contextlib.suppress(Exception):
-                await self.hot.delete(f"pending:{item.message.id}")
+                await self.hot.delete(pending_key(item.message.id))
 
     async def _locked_reply(self, runner: Runner, batch: list[Pending]) -> None:
         """Wait for the conversation's reply lock (another replica may hold it), then reply."""

@@ -15,7 +15,7 @@ import structlog
 
 from memory.eventlog import EventLog, ResumeGap
 from memory.hotstate import HotState
-from memory.records import ConversationRecord
+from memory.records import ConversationRecord, MessageRecord
 from memory.store import Store
 
 log = structlog.get_logger(__name__)
@@ -25,6 +25,30 @@ FINAL_TYPES = ("response.done", "response.cancelled", "error")
 
 def reply_lock(conversation_id: str) -> str:
     return f"reply:{conversation_id}"
+
+
+def pending_key(message_id: str) -> str:
+    """Hot-state key: a reply to this user message is queued (or being prepared)."""
+    return f"pending:{message_id}"
+
+
+async def never_answered(
+    store: Store, hot: HotState, conv: ConversationRecord, message: MessageRecord
+) -> bool:
+    """A stored user message that no reply covers, none is queued for, and none is writing.
+
+    A client resends a message it saw no acknowledgement for; such a resend is
+    answered only if this holds, so a message is never answered twice.
+    """
+    if await hot.get(pending_key(message.id)) is not None:
+        return False
+    if await hot.get(active_key(conv.id)) is not None:
+        return False
+    recent = await store.list_messages(conv.tenant_id, conv.id, limit=50)
+    ids = [m.id for m in recent]
+    if message.id not in ids:
+        return False  # old: long since answered or abandoned
+    return all(m.role != "assistant" for m in recent[ids.index(message.id) + 1 :])
 
 
 def active_key(conversation_id: str) -> str:

@@ -314,6 +314,51 @@ async def test_a_resent_id_whose_reply_never_started_is_answered(
     assert not again and len(provider.calls) == 1  # answered now: a true duplicate
 
 
+async def test_a_message_stored_while_its_submit_failed_is_answered_on_resend(
+    store: Store, persona_id: str
+) -> None:
+    """The reply is marked pending while the message is stored; a failed submit unmarks it."""
+    provider = ScriptedLLM()
+    svc = service(store, provider)
+    session = await svc.open(TENANT, persona=persona_id, user_external_id="alice")
+    failures = [RuntimeError("hot state gone")]
+
+    async def paused(conversation_id: str) -> bool:
+        if failures:
+            raise failures.pop()
+        return False
+
+    svc.hooks.paused = paused
+    with pytest.raises(RuntimeError):
+        await svc.submit(session, client_id="c1", text="hello")
+    (stored,) = await store.list_messages(TENANT, session.conversation.id, limit=5)
+    assert await svc.hot.get(f"pending:{stored.id}") is None
+    message, processed = await svc.submit(session, client_id="c1", text="hello")  # the resend
+    assert processed and message.id == stored.id
+    events = await collect_until_final(svc, session.conversation.id)
+    assert events[-1]["type"] == "response.done" and len(provider.calls) == 1
+    await svc.shutdown(timeout=5)
+
+
+async def test_a_message_to_a_taken_over_conversation_leaves_no_pending_mark(
+    store: Store, persona_id: str
+) -> None:
+    provider = ScriptedLLM()
+    svc = service(store, provider)
+    session = await svc.open(TENANT, persona=persona_id, user_external_id="alice")
+
+    async def paused(conversation_id: str) -> bool:
+        return True
+
+    svc.hooks.paused = paused
+    message, processed = await svc.submit(session, client_id="c1", text="hello")
+    assert processed
+    assert await svc.hot.get(f"pending:{message.id}") is None
+    await asyncio.sleep(0.05)
+    assert provider.calls == []  # the operator answers, not the persona
+    await svc.shutdown(timeout=5)
+
+
 async def test_hooks_see_stored_messages_and_add_context(store: Store, persona_id: str) -> None:
     """after_message runs for the person's message and the stored reply; context blocks
     reach the system prompt; a failing or slow hook never breaks the reply."""
