@@ -297,11 +297,10 @@ class RedisEventLog(EventLog):
                 self._batch = [item for item in self._batch if item.conversation_id not in cids]
                 self._fail(doomed, failure)
             else:
-                for cid in cids:
-                    held = self._held.pop(cid, None)
-                    if held:
-                        self._batch[:0] = held  # ahead of its events submitted since
-                        self._schedule()
+                released = [item for cid in cids for item in self._held.pop(cid, ())]
+                if released:  # ahead of their conversations' events submitted since
+                    self._batch = released + self._batch
+                    self._schedule()
 
     async def _store_batch(self, batch: list[_Append]) -> None:
         by_conversation: dict[str, list[_Append]] = {}
