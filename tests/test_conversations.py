@@ -50,6 +50,14 @@ def service(
     )
 
 
+async def opened(
+    store: Store, persona_id: str, provider: ScriptedLLM
+) -> tuple[ConversationService, Session]:
+    """A service and alice's session with the persona."""
+    svc = service(store, provider)
+    return svc, await svc.open(TENANT, persona=persona_id, user_external_id="alice")
+
+
 async def collect_until_final(
     svc: ConversationService, conv_id: str, after: int = 0, finals: int = 1
 ) -> list[dict[str, Any]]:
@@ -300,8 +308,7 @@ async def test_a_resent_id_whose_reply_never_started_is_answered(
     store: Store, persona_id: str
 ) -> None:
     provider = ScriptedLLM()
-    svc = service(store, provider)
-    session = await svc.open(TENANT, persona=persona_id, user_external_id="alice")
+    svc, session = await opened(store, persona_id, provider)
     # stored, but the process died before acknowledging or scheduling it
     await store.add_message(
         TENANT, session.conversation.id, role="user", content="hello", client_id="lost"
@@ -319,8 +326,7 @@ async def test_a_message_stored_while_its_submit_failed_is_answered_on_resend(
 ) -> None:
     """The reply is marked pending while the message is stored; a failed submit unmarks it."""
     provider = ScriptedLLM()
-    svc = service(store, provider)
-    session = await svc.open(TENANT, persona=persona_id, user_external_id="alice")
+    svc, session = await opened(store, persona_id, provider)
     failures = [RuntimeError("hot state gone")]
 
     async def paused(conversation_id: str) -> bool:
@@ -344,8 +350,7 @@ async def test_a_message_to_a_taken_over_conversation_leaves_no_pending_mark(
     store: Store, persona_id: str
 ) -> None:
     provider = ScriptedLLM()
-    svc = service(store, provider)
-    session = await svc.open(TENANT, persona=persona_id, user_external_id="alice")
+    svc, session = await opened(store, persona_id, provider)
 
     async def paused(conversation_id: str) -> bool:
         return True
