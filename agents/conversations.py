@@ -219,7 +219,6 @@ class ConversationService:
         # pending (under the id the message will have), all at once: the
         # pending mark is undone in the rare cases it was not wanted.
         message_id = new_id("msg")
-        pending = pending_key(message_id)
         try:
             (message, created), paused, _ = await asyncio.gather(
                 self.store.add_message(
@@ -231,24 +230,23 @@ class ConversationService:
                     message_id=message_id,
                 ),
                 self._paused(conv.id),
-                self.hot.put(pending, {"conversation_id": conv.id}, ttl_seconds=600),
+                self._mark(message_id, conv.id),
             )
             if self._closing:
                 # Stored but not acknowledged: the client resends it after the
                 # restart and the resend finds it never answered.
                 raise ConversationError("shutdown", "the server is shutting down; send it again")
         except BaseException:
-            await self._unmark(pending)  # else a resend would find it "pending"
+            await self._unmark(message_id)  # else a resend would find it "pending"
             raise
         if paused or not created:
             # Taken over (an operator answers), or a resend of a stored message.
-            await self._unmark(pending)
+            await self._unmark(message_id)
         if not created:
             if not await never_answered(self.store, self.hot, conv, message):
                 return message, False
-            pending = pending_key(message.id)
             if not paused:
-                await self.hot.put(pending, {"conversation_id": conv.id}, ttl_seconds=600)
+                await self._mark(message.id, conv.id)
         else:
             telemetry.MESSAGES.labels("user", conv.channel).inc()
         accepted: dict[str, Any] = {
@@ -263,7 +261,7 @@ class ConversationService:
         except BaseException:
             # Not acknowledged: the client sends it again (same id), and the
             # resend must find it "never answered", not "pending".
-            await self._unmark(pending)
+            await self._unmark(message.id)
             raise
         if not paused:
             runner = self._runners.setdefault(conv.id, Runner(session=session))
@@ -277,9 +275,15 @@ class ConversationService:
         self._after_message(session, message)
         return message, True
 
-    async def _unmark(self, pending: str) -> None:
+    async def _mark(self, message_id: str, conversation_id: str) -> None:
+        """A reply to the message is queued: a resend of it must not queue another."""
+        await self.hot.put(
+            pending_key(message_id), {"conversation_id": conversation_id}, ttl_seconds=600
+        )
+
+    async def _unmark(self, message_id: str) -> None:
         with contextlib.suppress(Exception):
-            await self.hot.delete(pending)
+            await self.hot.delete(pending_key(message_id))
 
     async def _paused(self, conversation_id: str) -> bool:
         return self.hooks.paused is not None and await self.hooks.paused(conversation_id)
@@ -401,8 +405,7 @@ class ConversationService:
                     runner.preparing = False
                     runner.cancel_reason = None
                     for item in batch:
-                        with contextlib.suppress(Exception):
-                            await self.hot.delete(pending_key(item.message.id))
+                        await self._unmark(item.message.id)
         finally:
             runner.task = None
             runner.turn = None
@@ -424,8 +427,7 @@ class ConversationService:
                 },
             )
         for item in batch:
-            with contextlib.suppress(Exception):
-                await self.hot.delete(pending_key(item.message.id))
+            await self._unmark(item.message.id)
 
     async def _locked_reply(self, runner: Runner, batch: list[Pending]) -> None:
         """Wait for the conversation's reply lock (another replica may hold it), then reply."""
