@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -19,9 +20,10 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agents.conversations import ConversationError, Session
-from memory.eventlog import ResumeGap, event_text, follow
+from memory.eventlog import ResumeGap, event_text, follow_batches
 from server import metrics, ws_media
 from server.auth import Principal, authenticate, bearer_token
+from server.frames import FrameWriter, SocketGone
 from server.limits import TokenBucket, origin_allowed
 from server.logging import RAW_SEND
 from server.protocol import (
@@ -116,6 +118,7 @@ class Connection:
         self._gone = False  # a write failed: the socket is closed
         # Frames go straight to the ASGI server (server/logging.py RAW_SEND).
         self._send = ws.scope.get(RAW_SEND)
+        self._frames_out = FrameWriter(self._send or ws.send)
         per_minute = state.settings.messages_per_minute
         self._messages = TokenBucket(rate=per_minute / 60, burst=max(1, per_minute // 4 or 1))
         self._frames = TokenBucket(rate=100, burst=200)
@@ -144,18 +147,18 @@ class Connection:
 
     async def send(self, event: dict[str, Any]) -> bool:
         """Put one event on the socket; False once the socket is gone."""
+        return await self.send_many((event,))
+
+    async def send_many(self, events: Sequence[dict[str, Any]]) -> bool:
+        """Put events on the socket in order, in one write where the server allows."""
         if self._gone:
             return False
         try:
-            text = event_text(event)  # logged events: encoded once
-            if self._send is not None:
-                await self._send({"type": "websocket.send", "text": text})
-            else:
-                await self.ws.send_text(text)
-        except (WebSocketDisconnect, RuntimeError, OSError):
+            await self._frames_out.write([event_text(e) for e in events])  # logged: encoded once
+        except (WebSocketDisconnect, SocketGone, RuntimeError, OSError):
             self._gone = True  # the reader sees the disconnect and cleans up
             return False
-        metrics.EVENTS_OUT.inc()
+        metrics.EVENTS_OUT.inc(len(events))
         return True
 
     async def error(self, code: str, message: str, event_id: str | None = None) -> None:
@@ -174,13 +177,15 @@ class Connection:
         warned = False
         while True:
             try:
-                async for event in follow(self.state.events, conversation_id, last):
-                    last = event["seq"]
-                    if event["type"] == "response.created" and self.session is not None:
+                async for batch in follow_batches(self.state.events, conversation_id, last):
+                    last = batch[-1]["seq"]
+                    if self.session is not None and any(
+                        e["type"] == "response.created" for e in batch
+                    ):
                         # if the replica writing it dies, this one ends it
                         self.state.service.watch(self.session.conversation)
                     backoff, warned = 0.2, False
-                    if not await self.send(event):
+                    if not await self.send_many(batch):
                         return  # the reader sees the disconnect and cleans up
             except asyncio.CancelledError:
                 raise

@@ -27,6 +27,7 @@ from memory.eventlog import (
     ResumeGap,
     event_text,
     follow,
+    follow_batches,
 )
 from memory.eventlog.base import Event
 
@@ -463,6 +464,44 @@ class TestEventLogContract:
             finally:
                 await producer
         _assert_contiguous(got, 1, 300, cid)
+
+    async def test_follow_batches_gives_what_is_ready_at_once_in_order(
+        self, log: EventLog, cid: str
+    ) -> None:
+        await _append_n(log, cid, 4)
+        batches = follow_batches(log, cid, 1)
+        async with asyncio.timeout(10), aclosing(batches) as stream:
+            assert _seqs(await anext(stream)) == [2, 3, 4]  # the backlog, in one batch
+            reader = asyncio.ensure_future(anext(stream))
+            await asyncio.sleep(0.05)  # the reader waits for live events
+            await log.append(cid, {"type": "t"})
+            first = await reader
+            # Then a burst appended while nobody reads comes out together.
+            await _append_n(log, cid, 6)
+            got = list(first)
+            while got[-1]["seq"] < 11:
+                batch = await anext(stream)
+                assert batch, "an empty batch"
+                got.extend(batch)
+        assert _seqs(got) == list(range(5, 12))
+        assert _seqs(first) == [5]
+
+    async def test_follow_batches_keeps_a_burst_together(self, log: EventLog, cid: str) -> None:
+        await log.append(cid, {"type": "t"})
+        batches = follow_batches(log, cid, 0)
+        async with asyncio.timeout(10), aclosing(batches) as stream:
+            assert _seqs(await anext(stream)) == [1]
+            await _append_n(log, cid, 30)  # nobody reads meanwhile
+            got: list[Event] = []
+            sizes = []
+            while len(got) < 30:
+                batch = await anext(stream)
+                sizes.append(len(batch))
+                got.extend(batch)
+        assert _seqs(got) == list(range(2, 32))
+        # Live events arrive at the subscription as they are logged; what had
+        # arrived by the time the reader looked comes as one batch.
+        assert max(sizes) > 1, sizes
 
     async def test_two_followers_see_identical_sequences(self, log: EventLog, cid: str) -> None:
         await _producer(log, cid, upto=20, burst=20)

@@ -9,6 +9,7 @@ from memory.eventlog.base import (
     Subscription,
     event_text,
     follow,
+    follow_batches,
 )
 from memory.eventlog.inprocess import InProcessEventLog
 
@@ -22,4 +23,5 @@ __all__ = [
     "Subscription",
     "event_text",
     "follow",
+    "follow_batches",
 ]

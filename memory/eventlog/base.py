@@ -12,7 +12,7 @@ import asyncio
 import json
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
@@ -105,6 +105,13 @@ class Subscription(ABC):
     async def get(self) -> Event:
         """The next live event; raises :class:`Lagged` if some were dropped."""
 
+    def ready(self) -> list[Event]:
+        """The live events already buffered, without waiting (may be empty).
+
+        A lag is not raised here: the next :meth:`get` raises it, after these.
+        """
+        return []
+
     @abstractmethod
     async def close(self) -> None: ...
 
@@ -161,6 +168,11 @@ class LiveBuffer:
             finally:
                 self._waiter = None
         return self._items.popleft()
+
+    def take_ready(self) -> list[Event]:
+        items = list(self._items)
+        self._items.clear()
+        return items
 
 
 class EventLog(ABC):
@@ -277,23 +289,50 @@ async def follow(log: EventLog, conversation_id: str, after: int) -> AsyncIterat
     subscription is replaced and the gap refilled from the log. Raises
     :class:`ResumeGap` when ``after`` is older than what the log retains.
     """
+    batches = follow_batches(log, conversation_id, after)
+    try:
+        async for batch in batches:
+            for event in batch:
+                yield event
+    finally:
+        await batches.aclose()  # releases the subscription now, not at garbage collection
+
+
+async def follow_batches(
+    log: EventLog, conversation_id: str, after: int
+) -> AsyncGenerator[list[Event], None]:
+    """:func:`follow`, a batch at a time: each batch is what was ready at once.
+
+    For a writer that can send several events for the price of one (a socket
+    gets them in one write): the backlog comes as one batch, and each live
+    batch is every event buffered by the time the reader got to it.
+    """
     last = after
     while True:
         sub = await log.subscribe(conversation_id)
         try:
-            for event in await log.replay(conversation_id, last):
-                last = event["seq"]
-                yield event
+            backlog = await log.replay(conversation_id, last)
+            if backlog:
+                last = backlog[-1]["seq"]
+                yield backlog
             while True:
                 try:
-                    event = await sub.get()
+                    first = await sub.get()
                 except Lagged:
                     break  # resubscribe and refill from the log
-                if event["seq"] <= last:
-                    continue
-                if event["seq"] != last + 1:
-                    break  # a hole in the live stream: refill from the log
-                last = event["seq"]
-                yield event
+                batch: list[Event] = []
+                hole = False
+                for event in (first, *sub.ready()):
+                    if event["seq"] <= last:
+                        continue
+                    if event["seq"] != last + 1:
+                        hole = True  # a hole in the live stream: refill from the log
+                        break
+                    last = event["seq"]
+                    batch.append(event)
+                if batch:
+                    yield batch
+                if hole:
+                    break
         finally:
             await sub.close()

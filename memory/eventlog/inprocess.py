@@ -35,6 +35,9 @@ class _QueueSubscription(Subscription):
     async def get(self) -> Event:
         return await self._buffer.get()
 
+    def ready(self) -> list[Event]:
+        return self._buffer.take_ready()
+
     async def close(self) -> None:
         self._owner.subscribers.discard(self)
 

@@ -144,6 +144,9 @@ class _RedisSubscription(Subscription):
     async def get(self) -> Event:
         return await self._buffer.get()
 
+    def ready(self) -> list[Event]:
+        return self._buffer.take_ready()
+
     async def close(self) -> None:
         await self._owner._unsubscribe(self)
 
