@@ -66,12 +66,23 @@ class LoggedEvent(dict[str, Any]):
     def of(cls, fields: Event, body: str, conversation_id: str, seq: int) -> LoggedEvent:
         """Like :meth:`placed` for a writer that still has ``body`` as ``fields`` (no parse)."""
         event = cls(fields)
-        event["conversation_id"] = conversation_id
-        event["seq"] = seq
-        position = f'"conversation_id":{to_json(conversation_id)},"seq":{seq}}}'
-        head = body.rstrip()[:-1].rstrip()  # the object without its closing brace
-        event.wire = f"{head}{',' if len(event) > 2 else ''}{position}"
+        event.place(body, conversation_id, position_prefix(conversation_id), seq)
         return event
+
+    def place(self, body: str, conversation_id: str, prefix: str, seq: int) -> None:
+        """Put this event (``body``: its JSON text without position) at ``seq``.
+
+        ``prefix`` is ``position_prefix(conversation_id)``, computed once per batch.
+        """
+        self["conversation_id"] = conversation_id
+        self["seq"] = seq
+        head = body.rstrip()[:-1].rstrip()  # the object without its closing brace
+        self.wire = f"{head}{',' if len(self) > 2 else ''}{prefix}{seq}}}"
+
+
+def position_prefix(conversation_id: str) -> str:
+    """``"conversation_id":"<id>","seq":`` — an event's position, up to its seq."""
+    return f'"conversation_id":{to_json(conversation_id)},"seq":'
 
 
 def event_text(event: Event) -> str:
@@ -228,8 +239,9 @@ class AppendWindow:
     it emits the next: against a remote log (Redis) that wait was one round
     trip per token. :meth:`put` submits and returns while fewer than
     ``depth`` appends are unfinished; the order is kept by the log. A failed
-    append is raised by the next :meth:`put` or by :meth:`drain`, after which
-    the writer must stop: what it submitted after the failure is not stored.
+    append is raised by a later :meth:`put` (once the appends before it are
+    done) or by :meth:`drain`, after which the writer must stop: what it
+    submitted after the failure is not stored.
     """
 
     __slots__ = ("_conversation_id", "_depth", "_failed", "_log", "_unfinished")
@@ -243,19 +255,18 @@ class AppendWindow:
 
     async def put(self, event: Event) -> None:
         """Submit ``event``; wait only while ``depth`` appends are unfinished."""
+        unfinished = self._unfinished
+        while unfinished and unfinished[0].done():
+            self._retire(unfinished.popleft())
         self._check()
         future = self._log.submit(self._conversation_id, event)
         if future.done():  # an in-process log stores at once
             future.result()
             return
-        future.add_done_callback(self._note)
-        unfinished = self._unfinished
         unfinished.append(future)
-        while unfinished and unfinished[0].done():
-            unfinished.popleft()
         while len(unfinished) >= self._depth:
             await asyncio.wait([unfinished[0]])
-            unfinished.popleft()
+            self._retire(unfinished.popleft())
             self._check()
 
     async def drain(self) -> None:
@@ -264,11 +275,14 @@ class AppendWindow:
             future = self._unfinished[0]
             if not future.done():
                 await asyncio.wait([future])
-            self._unfinished.popleft()
+            self._retire(self._unfinished.popleft())
+            self._check()
         self._check()
 
-    def _note(self, future: asyncio.Future[Event]) -> None:
-        # Retrieves every failure (none is left "never retrieved") and keeps the first.
+    def _retire(self, future: asyncio.Future[Event]) -> None:
+        # Appends finish in order (a log fails what follows a failed one), so
+        # looking at each as it leaves the head finds the first failure. No
+        # done-callback per append: that was a loop callback per token.
         if future.cancelled():
             failure: BaseException | None = RuntimeError("an append was cancelled")
         else:
@@ -278,7 +292,16 @@ class AppendWindow:
 
     def _check(self) -> None:
         if self._failed is not None:
+            # The writer stops here: what is still in flight is retrieved when
+            # it ends, so no failure is left "never retrieved".
+            while self._unfinished:
+                self._unfinished.popleft().add_done_callback(_retrieve)
             raise self._failed
+
+
+def _retrieve(future: asyncio.Future[Event]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def follow(log: EventLog, conversation_id: str, after: int) -> AsyncIterator[Event]:

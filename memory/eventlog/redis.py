@@ -34,6 +34,7 @@ from memory.eventlog.base import (
     LoggedEvent,
     ResumeGap,
     Subscription,
+    position_prefix,
     to_json,
 )
 
@@ -154,13 +155,13 @@ class _RedisSubscription(Subscription):
 class _Append:
     """One append waiting for its batch: the event as text and dict, and its caller."""
 
-    __slots__ = ("body", "conversation_id", "done", "fields")
+    __slots__ = ("body", "conversation_id", "done", "event")
 
     def __init__(
-        self, conversation_id: str, fields: Event, body: str, done: asyncio.Future[Event]
+        self, conversation_id: str, event: LoggedEvent, body: str, done: asyncio.Future[Event]
     ) -> None:
         self.conversation_id = conversation_id
-        self.fields = fields
+        self.event = event
         self.body = body
         self.done = done
 
@@ -251,10 +252,13 @@ class RedisEventLog(EventLog):
         meanwhile wait and go together in the next one, so batches sent on
         different pooled connections can never store them out of order.
         """
-        fields = {k: v for k, v in event.items() if k not in ("seq", "conversation_id")}
-        body = to_json(fields)
+        stored = LoggedEvent(event)  # given its position when the batch returns
+        if "seq" in stored or "conversation_id" in stored:  # a logged event, logged again
+            stored.pop("seq", None)
+            stored.pop("conversation_id", None)
+        body = to_json(stored)
         done: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        self._batch.append(_Append(conversation_id, fields, body, done))
+        self._batch.append(_Append(conversation_id, stored, body, done))
         self._schedule()
         return done
 
@@ -317,21 +321,24 @@ class RedisEventLog(EventLog):
             self.seq_ttl_ms,
             self.origin,
         ]
-        ordered: list[_Append] = []
         for cid, items in by_conversation.items():
             keys += (self._stream(cid), self._seq(cid), self._followers(cid))
             args += (self._channel(cid), self._high.get(cid, 0), len(items))
             args += [item.body for item in items]
-            ordered += items
-        seqs = await self._append(keys=keys, args=args)
-        for item, seq in zip(ordered, seqs, strict=True):
-            cid = item.conversation_id
-            event = LoggedEvent.of(item.fields, item.body, cid, int(seq))
-            self._remember(cid, event["seq"])
-            for sub in self._subs.get(cid, ()):
-                sub.offer(event)
-            if not item.done.done():  # else its caller was cancelled
-                item.done.set_result(event)
+        seqs = iter(await self._append(keys=keys, args=args))
+        for cid, items in by_conversation.items():
+            prefix = position_prefix(cid)
+            subs = self._subs.get(cid, ())
+            seq = 0
+            for item in items:
+                seq = int(next(seqs))
+                event = item.event
+                event.place(item.body, cid, prefix, seq)
+                for sub in subs:
+                    sub.offer(event)
+                if not item.done.done():  # else its caller was cancelled
+                    item.done.set_result(event)
+            self._remember(cid, seq)
 
     @staticmethod
     def _fail(items: list[_Append], exc: BaseException) -> None:
