@@ -46,6 +46,25 @@ from server.ws import websocket_endpoint
 
 log = structlog.get_logger(__name__)
 
+# The collector's thresholds while serving (CPython's default is 700, 10, 10).
+# A young collection runs whenever tracked objects allocated minus freed pass
+# the first number; a streaming server keeps thousands alive for a moment (the
+# events in flight, their futures and frames), so at 700 it collected over a
+# thousand times a minute at full load, each older-generation pass up to 30 ms,
+# and the time went to collecting objects that were about to be freed anyway.
+# At 20,000 a collection is rare; cyclic garbage waits for at most that many
+# objects. Measured in docs/benchmarks.md ("Serving", the collector row).
+GC_THRESHOLDS = (20_000, 10, 10)
+
+
+def tune_collector() -> None:
+    """Set the garbage collector up for serving, once startup is done."""
+    # What startup built lives as long as the process: out of the collector's
+    # sight, full collections stay short (they pause every socket's events).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPError)
@@ -105,10 +124,7 @@ def create_app(
             config=voice.config,
             resolve_voice=voices_api.voice_catalog(app).resolve,
         )
-        # What startup built lives as long as the process: out of the collector's
-        # sight, full collections stay short (they pause every socket's events).
-        gc.collect()
-        gc.freeze()
+        tune_collector()
         log.info("salon_ready", provider=state.provider.name)
         maintenance = asyncio.create_task(maintenance_loop(state))
         try:
