@@ -101,6 +101,25 @@ async def test_a_repeated_client_id_returns_the_first_message(store: Store) -> N
     assert again.created_at == first.created_at  # as stored, read back by the async engine
 
 
+async def test_history_read_directly_equals_what_was_stored_and_what_the_orm_reads(
+    store: Store,
+) -> None:
+    conv = await _conversation(store)
+    stored = [
+        (await store.add_message(TENANT, conv, role=role, content=text, **extra))[0]
+        for role, text, extra in (
+            ("user", "hi ✓", {"client_id": "c1"}),
+            ("assistant", "hello", {"status": "cancelled", "response_id": "resp_1"}),
+            ("user", "again", {}),
+        )
+    ]
+    direct = await store.list_messages(TENANT, conv, limit=2)  # the direct path
+    assert direct == stored[1:]  # newest two, oldest first, every field
+    assert all(m.created_at.tzinfo is not None for m in direct)
+    # The ORM's reading of the same rows (the path with a ``before`` pivot).
+    assert await store.list_messages(TENANT, conv, limit=5, before="msg_none") == stored
+
+
 def test_no_direct_runner_for_memory_sqlite_or_postgres() -> None:
     assert SqliteDirect.beside(create_engine("sqlite+aiosqlite:///:memory:")) is None
     postgres = create_engine("postgresql+asyncpg://u@localhost/db")
