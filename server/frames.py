@@ -20,6 +20,8 @@ from websockets.exceptions import InvalidState
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
+MAX_FRAMES_PER_WRITE = 256
+
 
 class SocketGone(Exception):
     """The socket is closed (or closing): nothing more can be written to it."""
@@ -41,18 +43,21 @@ class FrameWriter:
             for text in texts:
                 await self._send({"type": "websocket.send", "text": text})
             return
-        # What uvicorn's send does for one frame, for all of them: wait while the
-        # client is slow to read (the transport is paused), refuse once it is gone.
-        await proto.writable.wait()
-        if proto.disconnected or proto.close_sent or not proto.handshake_complete:
-            raise SocketGone()
-        conn = proto.conn
-        try:
-            for text in texts:
-                conn.send_text(text.encode())
-        except InvalidState as exc:
-            raise SocketGone() from exc
-        proto.transport.write(b"".join(conn.data_to_send()))
+        for start in range(0, len(texts), MAX_FRAMES_PER_WRITE):
+            # What uvicorn's send does for one frame, for each write: wait while
+            # the client is slow to read (the transport is paused), refuse once
+            # it is gone. A long backlog (a resume) goes in several writes, so a
+            # slow reader holds back at most one write beyond the transport's limit.
+            await proto.writable.wait()
+            if proto.disconnected or proto.close_sent or not proto.handshake_complete:
+                raise SocketGone()
+            conn = proto.conn
+            try:
+                for text in texts[start : start + MAX_FRAMES_PER_WRITE]:
+                    conn.send_text(text.encode())
+            except InvalidState as exc:
+                raise SocketGone() from exc
+            proto.transport.write(b"".join(conn.data_to_send()))
 
 
 def _sansio_protocol(send: Send) -> Any | None:

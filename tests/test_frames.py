@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 import websockets
 
-from server.frames import FrameWriter, SocketGone
+from server.frames import MAX_FRAMES_PER_WRITE, FrameWriter, SocketGone
 
 App = Callable[[FrameWriter, Any], Awaitable[None]]
 
@@ -84,6 +84,24 @@ async def test_a_batch_is_separate_frames_in_order_in_one_write() -> None:
         got = [await ws.recv() for _ in range(51)]
     assert got == [*texts, "one"]
     assert writes == [1, 2]  # fifty frames, one write; then one more
+
+
+async def test_a_long_backlog_goes_in_writes_of_a_bounded_size() -> None:
+    writes: list[int] = []
+    count = 2 * MAX_FRAMES_PER_WRITE + 5
+    texts = [str(i) for i in range(count)]
+
+    async def body(writer: FrameWriter, protocol: Any) -> None:
+        counter = _CountingTransport(protocol.transport)
+        protocol.transport = counter
+        await writer.write(texts)
+        writes.append(counter.writes)
+        await asyncio.sleep(0.2)
+
+    async with serving(body) as url, websockets.connect(url) as ws:
+        got = [await ws.recv() for _ in range(count)]
+    assert got == texts
+    assert writes == [3]
 
 
 async def test_writing_after_the_client_left_raises_socket_gone() -> None:
