@@ -33,7 +33,10 @@ from agents.recovery import (
     pending_key,
     recover_interrupted,
     reply_lock,
+    report_failure,
+    unmark,
 )
+from agents.reply_after import after_reply
 from agents.reply_inputs import context_blocks, recalled_memories
 from agents.reply_lock import ACTIVE_TTL_FACTOR, keep_lock, owns
 from agents.runners import Pending, Runner
@@ -237,11 +240,11 @@ class ConversationService:
                 # restart and the resend finds it never answered.
                 raise ConversationError("shutdown", "the server is shutting down; send it again")
         except BaseException:
-            await self._unmark(message_id)  # else a resend would find it "pending"
+            await unmark(self.hot, message_id)  # else a resend would find it "pending"
             raise
         if paused or not created:
             # Taken over (an operator answers), or a resend of a stored message.
-            await self._unmark(message_id)
+            await unmark(self.hot, message_id)
         if not created:
             if not await never_answered(self.store, self.hot, conv, message):
                 return message, False
@@ -261,7 +264,7 @@ class ConversationService:
         except BaseException:
             # Not acknowledged: the client sends it again (same id), and the
             # resend must find it "never answered", not "pending".
-            await self._unmark(message.id)
+            await unmark(self.hot, message.id)
             raise
         if not paused:
             runner = self._runners.setdefault(conv.id, Runner(session=session))
@@ -280,10 +283,6 @@ class ConversationService:
         await self.hot.put(
             pending_key(message_id), {"conversation_id": conversation_id}, ttl_seconds=600
         )
-
-    async def _unmark(self, message_id: str) -> None:
-        with contextlib.suppress(Exception):
-            await self.hot.delete(pending_key(message_id))
 
     async def _paused(self, conversation_id: str) -> bool:
         return self.hooks.paused is not None and await self.hooks.paused(conversation_id)
@@ -346,7 +345,7 @@ class ConversationService:
         for conv_id, runner in list(self._runners.items()):
             dropped, runner.pending = runner.pending, []
             if dropped:  # queued, never started: say so (a resend after restart is answered)
-                await self._report_failure(
+                await self._fail_batch(
                     conv_id, dropped, "shutdown", "the server is shutting down; send again later"
                 )
             runner.cancel_reason = "shutdown"
@@ -394,7 +393,7 @@ class ConversationService:
                     await self._locked_reply(runner, batch)
                 except Exception as exc:
                     log.exception("reply_failed", conversation_id=conversation_id)
-                    await self._report_failure(
+                    await self._fail_batch(
                         conversation_id,
                         batch,
                         "reply_failed",
@@ -405,29 +404,18 @@ class ConversationService:
                     runner.preparing = False
                     runner.cancel_reason = None
                     for item in batch:
-                        await self._unmark(item.message.id)
+                        await unmark(self.hot, item.message.id)
         finally:
             runner.task = None
             runner.turn = None
             if not runner.pending:
                 self._runners.pop(conversation_id, None)
 
-    async def _report_failure(
+    async def _fail_batch(
         self, conversation_id: str, batch: list[Pending], code: str, message: str
     ) -> None:
-        """Replies that will not come: say so, so nobody waits forever."""
-        with contextlib.suppress(Exception):
-            await self.events.append(
-                conversation_id,
-                {
-                    "type": "error",
-                    "code": code,
-                    "message": message,
-                    "reply_to": [p.message.id for p in batch],
-                },
-            )
-        for item in batch:
-            await self._unmark(item.message.id)
+        ids = [p.message.id for p in batch]
+        await report_failure(self.events, self.hot, conversation_id, ids, code, message)
 
     async def _locked_reply(self, runner: Runner, batch: list[Pending]) -> None:
         """Wait for the conversation's reply lock (another replica may hold it), then reply."""
@@ -443,7 +431,7 @@ class ConversationService:
             if taken:
                 break
             if self._closing:
-                await self._report_failure(
+                await self._fail_batch(
                     conv.id, batch, "shutdown", "the server is shutting down; send again later"
                 )
                 return
@@ -588,27 +576,17 @@ class ConversationService:
                 await self.store.record_last_seq(
                     conv.tenant_id, conv.id, await self.events.latest_seq(conv.id)
                 )
-        if self.remember is not None and result.status == "complete":
-            turns = [
-                {"id": p.message.id, "role": "user", "content": p.message.content} for p in batch
-            ]
-            turns.append({"id": message_id, "role": "assistant", "content": result.text})
-            try:
-                await self.remember(session, turns)
-            except Exception as exc:  # memory must never break a conversation
-                log.warning("remember_failed", conversation_id=conv.id, error=repr(exc))
-        if fold_upto is not None and self.summaries is not None:
-            await self.summaries.request(
-                self.hot,
-                self.replica_id,
-                tenant_id=conv.tenant_id,
-                persona_id=conv.persona_id,
-                user_id=conv.user_id,
-                conversation_id=conv.id,
-                upto=fold_upto,
-                user_name=session.user.name or session.user.external_id,
-                persona_name=session.persona.name,
-            )
+        await after_reply(
+            session,
+            batch,
+            message_id,
+            result,
+            remember=self.remember,
+            summaries=self.summaries,
+            fold_upto=fold_upto,
+            hot=self.hot,
+            replica_id=self.replica_id,
+        )
         log.info(
             "reply_finished",
             conversation_id=conv.id,

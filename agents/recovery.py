@@ -9,6 +9,8 @@ with code ``interrupted`` — so clients that resume elsewhere see it finish.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -30,6 +32,30 @@ def reply_lock(conversation_id: str) -> str:
 def pending_key(message_id: str) -> str:
     """Hot-state key: a reply to this user message is queued (or being prepared)."""
     return f"pending:{message_id}"
+
+
+async def unmark(hot: HotState, message_id: str) -> None:
+    """The message's reply is no longer queued (best effort: the mark expires anyway)."""
+    with contextlib.suppress(Exception):
+        await hot.delete(pending_key(message_id))
+
+
+async def report_failure(
+    events: EventLog,
+    hot: HotState,
+    conversation_id: str,
+    message_ids: Sequence[str],
+    code: str,
+    message: str,
+) -> None:
+    """Replies to these messages will not come: say so, so nobody waits forever."""
+    with contextlib.suppress(Exception):
+        await events.append(
+            conversation_id,
+            {"type": "error", "code": code, "message": message, "reply_to": list(message_ids)},
+        )
+    for message_id in message_ids:
+        await unmark(hot, message_id)
 
 
 async def never_answered(
