@@ -29,8 +29,8 @@ from agents.prompt import HistoryItem, assemble
 from agents.recovery import (
     active_key,
     end_orphan_record,
+    mark,
     never_answered,
-    pending_key,
     recover_interrupted,
     reply_lock,
     report_failure,
@@ -39,7 +39,7 @@ from agents.recovery import (
 from agents.reply_after import after_reply
 from agents.reply_inputs import context_blocks, recalled_memories
 from agents.reply_lock import ACTIVE_TTL_FACTOR, keep_lock, owns
-from agents.runners import Pending, Runner
+from agents.runners import Pending, Runner, acknowledged
 from agents.sessions import (
     ConversationHooks,
     Recall,
@@ -233,7 +233,7 @@ class ConversationService:
                     message_id=message_id,
                 ),
                 self._paused(conv.id),
-                self._mark(message_id, conv.id),
+                mark(self.hot, message_id, conv.id),
             )
             if self._closing:
                 # Stored but not acknowledged: the client resends it after the
@@ -249,7 +249,7 @@ class ConversationService:
             if not await never_answered(self.store, self.hot, conv, message):
                 return message, False
             if not paused:
-                await self._mark(message.id, conv.id)
+                await mark(self.hot, message.id, conv.id)
         else:
             telemetry.MESSAGES.labels("user", conv.channel).inc()
         accepted: dict[str, Any] = {
@@ -259,30 +259,30 @@ class ConversationService:
         }
         if client_id is not None:
             accepted["id"] = client_id
+        # Queued while acknowledged: the reply's lock is taken meanwhile (its
+        # events still follow message.accepted: a log keeps submission order).
         try:
-            logged = await self.events.append(conv.id, accepted)
+            logged = self.events.submit(conv.id, accepted)
         except BaseException:
-            # Not acknowledged: the client sends it again (same id), and the
-            # resend must find it "never answered", not "pending".
-            await unmark(self.hot, message.id)
+            await unmark(self.hot, message.id)  # the resend must find it "never answered"
             raise
         if not paused:
             runner = self._runners.setdefault(conv.id, Runner(session=session))
             runner.pending.append(
-                Pending(message, params, instructions, audio or False, logged["seq"])
+                Pending(message, params, instructions, audio or False, accepted=logged)
             )
             if runner.task is None:
                 runner.task = asyncio.create_task(self._run(conv.id), name=f"replies:{conv.id}")
+        try:
+            await asyncio.shield(logged)
+        except BaseException:
+            if logged.done() and not logged.cancelled() and logged.exception() is not None:
+                await unmark(self.hot, message.id)  # not acknowledged: the reply drops it
+            raise
         if created and verdict is not None and verdict.hits:
             await moderation.input_stored(session, verdict, message)
         self._after_message(session, message)
         return message, True
-
-    async def _mark(self, message_id: str, conversation_id: str) -> None:
-        """A reply to the message is queued: a resend of it must not queue another."""
-        await self.hot.put(
-            pending_key(message_id), {"conversation_id": conversation_id}, ttl_seconds=600
-        )
 
     async def _paused(self, conversation_id: str) -> bool:
         return self.hooks.paused is not None and await self.hooks.paused(conversation_id)
@@ -443,7 +443,9 @@ class ConversationService:
             # We hold the lock; an active record left now belongs to a replica that
             # died (it lost the lock): end that reply before starting ours.
             await end_orphan_record(self.store, self.events, self.hot, conv, orphan)
-            await self._reply(runner, batch)
+            batch = await acknowledged(batch)
+            if batch:
+                await self._reply(runner, batch)
         finally:
             refresher.cancel()
             runner.lock_token = None

@@ -34,6 +34,11 @@ def pending_key(message_id: str) -> str:
     return f"pending:{message_id}"
 
 
+async def mark(hot: HotState, message_id: str, conversation_id: str) -> None:
+    """A reply to the message is queued: a resend of it must not queue another."""
+    await hot.put(pending_key(message_id), {"conversation_id": conversation_id}, ttl_seconds=600)
+
+
 async def unmark(hot: HotState, message_id: str) -> None:
     """The message's reply is no longer queued (best effort: the mark expires anyway)."""
     with contextlib.suppress(Exception):

@@ -6,11 +6,15 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from agents.llm.base import GenerationParams
 from agents.sessions import Session
 from agents.turns import Turn
 from agents.voice import OutputFormat
 from memory.records import MessageRecord
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -21,7 +25,30 @@ class Pending:
     params: GenerationParams | None = None
     instructions: str | None = None
     audio: OutputFormat | bool = False  # from an audio session: spoken, in this format
+    # Its message.accepted, being logged: queued before it is, so the reply's
+    # lock is taken meanwhile (one round trip less before the first token).
+    accepted: asyncio.Future[dict[str, Any]] | None = None
     accepted_seq: int = 0  # of its message.accepted: the reply's events come after it
+
+
+async def acknowledged(batch: list[Pending]) -> list[Pending]:
+    """``batch`` once each message's ``message.accepted`` is logged, without any whose failed.
+
+    A message whose acknowledgement was not logged was refused to its client,
+    which sends it again (same id); that resend is the one answered.
+    """
+    kept = []
+    for pending in batch:
+        if pending.accepted is not None:
+            try:
+                pending.accepted_seq = (await pending.accepted)["seq"]
+            except Exception as exc:
+                log.info(
+                    "reply_skips_unacknowledged", message_id=pending.message.id, error=repr(exc)
+                )
+                continue
+        kept.append(pending)
+    return kept
 
 
 @dataclass

@@ -346,6 +346,43 @@ async def test_a_message_stored_while_its_submit_failed_is_answered_on_resend(
     await svc.shutdown(timeout=5)
 
 
+class RefusesAnAcknowledgement(InProcessEventLog):
+    """A log whose first ``message.accepted`` fails late, after the reply's lock is taken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused = False
+
+    def submit(self, conversation_id: str, event: dict[str, Any]) -> asyncio.Future[Any]:
+        if event["type"] != "message.accepted" or self.refused:
+            return super().submit(conversation_id, event)
+        self.refused = True
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.05, future.set_exception, ConnectionError("gone"))
+        return future
+
+
+async def test_a_message_whose_acknowledgement_failed_is_not_answered_until_resent(
+    store: Store, persona_id: str
+) -> None:
+    """The reply is queued while message.accepted is logged; a failed one drops the message."""
+    provider = ScriptedLLM()
+    svc = service(store, provider, RefusesAnAcknowledgement())
+    session = await svc.open(TENANT, persona=persona_id, user_external_id="alice")
+    with pytest.raises(ConnectionError):
+        await svc.submit(session, client_id="c1", text="hello")
+    await asyncio.sleep(0.1)
+    assert provider.calls == []  # the client was told it failed: no reply to it
+    (stored,) = await store.list_messages(TENANT, session.conversation.id, limit=5)
+    assert await svc.hot.get(f"pending:{stored.id}") is None
+    message, processed = await svc.submit(session, client_id="c1", text="hello")  # the resend
+    assert processed and message.id == stored.id
+    events = await collect_until_final(svc, session.conversation.id)
+    assert [e["type"] for e in events][:2] == ["message.accepted", "response.created"]
+    assert events[-1]["type"] == "response.done" and len(provider.calls) == 1
+    await svc.shutdown(timeout=5)
+
+
 async def test_a_message_to_a_taken_over_conversation_leaves_no_pending_mark(
     store: Store, persona_id: str
 ) -> None:
