@@ -117,8 +117,7 @@ class Connection:
         self._follower: asyncio.Task[None] | None = None
         self._gone = False  # a write failed: the socket is closed
         # Frames go straight to the ASGI server (server/logging.py RAW_SEND).
-        self._send = ws.scope.get(RAW_SEND)
-        self._frames_out = FrameWriter(self._send or ws.send)
+        self._frames_out = FrameWriter(ws.scope.get(RAW_SEND) or ws.send)
         per_minute = state.settings.messages_per_minute
         self._messages = TokenBucket(rate=per_minute / 60, burst=max(1, per_minute // 4 or 1))
         self._frames = TokenBucket(rate=100, burst=200)
