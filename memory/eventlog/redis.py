@@ -325,7 +325,10 @@ class RedisEventLog(EventLog):
             keys += (self._stream(cid), self._seq(cid), self._followers(cid))
             args += (self._channel(cid), self._high.get(cid, 0), len(items))
             args += [item.body for item in items]
-        seqs = iter(await self._append(keys=keys, args=args))
+        stored = await self._append(keys=keys, args=args)
+        if len(stored) != len(batch):  # every caller hears it, none gets a wrong seq
+            raise RedisError(f"append script returned {len(stored)} seqs for {len(batch)} events")
+        seqs = iter(stored)
         for cid, items in by_conversation.items():
             prefix = position_prefix(cid)
             subs = self._subs.get(cid, ())
