@@ -136,9 +136,8 @@ def worker() -> None:
         from agents.jobs import job_event_hook, register_conversation_jobs
         from media.jobs import create_job_runner
         from memory.db import create_engine, normalize_database_url
-        from memory.redis_client import create_redis
         from memory.store import Store
-        from server.state import build_event_log, build_storage
+        from server.state import build_event_log, build_storage, redis_for
 
         assert settings.redis_url is not None
         # The worker does not migrate: `salon serve` (and `salon migrate`, the release
@@ -146,7 +145,7 @@ def worker() -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         url = normalize_database_url(settings.database_url, settings.data_dir)
         store = Store(create_engine(url, pool_size=settings.database_pool_size))
-        redis = create_redis(settings.redis_url, pool_size=settings.redis_pool_size)
+        redis = redis_for(settings)
         events = build_event_log(settings, redis)
         runner = create_job_runner(
             settings.redis_url,

@@ -78,16 +78,21 @@ def build_provider(settings: Settings) -> LLMProvider:
     )
 
 
+def redis_for(settings: Settings) -> Any:
+    """A Redis client for ``SALON_REDIS_URL``, with the configured pool size."""
+    from memory.redis_client import create_redis
+
+    assert settings.redis_url is not None
+    return create_redis(settings.redis_url, pool_size=settings.redis_pool_size)
+
+
 def build_event_log(settings: Settings, redis: Any = None) -> EventLog:
     """The Redis event log when ``SALON_REDIS_URL`` is set, else the in-process one."""
     if settings.redis_url:
         from memory.eventlog.redis import RedisEventLog
-        from memory.redis_client import create_redis
 
         return RedisEventLog(
-            redis
-            if redis is not None
-            else create_redis(settings.redis_url, pool_size=settings.redis_pool_size),
+            redis if redis is not None else redis_for(settings),
             max_events=settings.event_log_max_events,
             ttl_seconds=settings.event_log_ttl_seconds,
         )
@@ -99,13 +104,8 @@ def build_event_log(settings: Settings, redis: Any = None) -> EventLog:
 def build_hot_state(settings: Settings, redis: Any = None) -> HotState:
     if settings.redis_url:
         from memory.hotstate.redis import RedisHotState
-        from memory.redis_client import create_redis
 
-        return RedisHotState(
-            redis
-            if redis is not None
-            else create_redis(settings.redis_url, pool_size=settings.redis_pool_size)
-        )
+        return RedisHotState(redis if redis is not None else redis_for(settings))
     return InProcessHotState()
 
 
@@ -118,11 +118,7 @@ async def build_state(settings: Settings, *, provider: LLMProvider | None = None
     await migrate(store.engine)
     await bootstrap_tenant(store, settings)
     tokens = SessionTokens(await store.get_or_create_secret("session_token_key"))
-    redis = None
-    if settings.redis_url:
-        from memory.redis_client import create_redis
-
-        redis = create_redis(settings.redis_url, pool_size=settings.redis_pool_size)
+    redis = redis_for(settings) if settings.redis_url else None
     events = build_event_log(settings, redis)
     hot = build_hot_state(settings, redis)
     if isinstance(events, InProcessEventLog):
