@@ -31,6 +31,7 @@ from agents.recovery import (
     end_orphan_record,
     mark,
     never_answered,
+    pending_key,
     recover_interrupted,
     reply_lock,
     report_failure,
@@ -389,22 +390,24 @@ class ConversationService:
             while runner.pending and not self._closing:
                 batch, runner.pending = runner.pending, []
                 runner.preparing = True
-                try:
+                try:  # unmarks the batch's messages as it releases the lock
                     await self._locked_reply(runner, batch)
                 except Exception as exc:
                     log.exception("reply_failed", conversation_id=conversation_id)
-                    await self._fail_batch(
+                    await self._fail_batch(  # unmarks them too
                         conversation_id,
                         batch,
                         "reply_failed",
                         f"the reply could not be produced ({type(exc).__name__}); "
                         "your message is kept, send another to try again",
                     )
+                except BaseException:  # cancelled, maybe before the lock was taken
+                    for item in batch:
+                        await unmark(self.hot, item.message.id)
+                    raise
                 finally:
                     runner.preparing = False
                     runner.cancel_reason = None
-                    for item in batch:
-                        await unmark(self.hot, item.message.id)
         finally:
             runner.task = None
             runner.turn = None
@@ -443,17 +446,19 @@ class ConversationService:
             # We hold the lock; an active record left now belongs to a replica that
             # died (it lost the lock): end that reply before starting ours.
             await end_orphan_record(self.store, self.events, self.hot, conv, orphan)
-            batch = await acknowledged(batch)
-            if batch:
-                await self._reply(runner, batch)
+            answered = await acknowledged(batch)
+            if answered:
+                await self._reply(runner, answered)
         finally:
             refresher.cancel()
             runner.lock_token = None
-            if await owns(self.hot, lock, token, ttl):
-                with contextlib.suppress(Exception):
-                    await self.hot.delete(active_key(conv.id))
-                with contextlib.suppress(Exception):
-                    await self.hot.release_lock(lock, token)
+            # One round trip: the lock and the active record (if still ours),
+            # and the messages' pending marks (either way).
+            marks = [pending_key(p.message.id) for p in batch]
+            with contextlib.suppress(Exception):
+                await self.hot.release_lock(
+                    lock, token, owned_records=[active_key(conv.id)], records=marks
+                )
 
     async def _reply(self, runner: Runner, batch: list[Pending]) -> TurnResult:
         session = runner.session
@@ -574,10 +579,9 @@ class ConversationService:
             runner.active = None
             if speech is not None:  # a reply that failed mid-way leaves no speaker running
                 await speech.close()
-            with contextlib.suppress(Exception):
-                await self.store.record_last_seq(
-                    conv.tenant_id, conv.id, await self.events.latest_seq(conv.id)
-                )
+            if window.last_seq:  # what was stored, without asking the log
+                with contextlib.suppress(Exception):
+                    await self.store.record_last_seq(conv.tenant_id, conv.id, window.last_seq)
         await after_reply(
             session,
             batch,

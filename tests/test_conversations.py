@@ -126,6 +126,14 @@ async def test_reply_is_stored_and_logged(store: Store, persona_id: str) -> None
     await asyncio.sleep(0)
     conv = await store.get_conversation(TENANT, session.conversation.id)
     assert conv is not None and conv.last_seq == events[-1]["seq"]
+    for _ in range(200):  # the lock is released just after the final event
+        if conv.id not in svc._runners:
+            break
+        await asyncio.sleep(0.01)
+    # Released with the reply's active record and the message's pending mark.
+    assert await svc.hot.lock_owner(f"reply:{conv.id}") is None
+    assert await svc.hot.get(f"active:{conv.id}") is None
+    assert await svc.hot.get(f"pending:{message.id}") is None
 
 
 async def test_duplicate_client_id_is_processed_once(store: Store, persona_id: str) -> None:

@@ -546,6 +546,7 @@ class TestEventLogContract:
         assert [(e["type"], e["i"]) for e in replayed] == expected
         assert [(e["type"], e["i"]) for e in live] == expected
         assert _seqs(replayed) == _seqs(live) == list(range(1, 307))
+        assert window.last_seq == 306  # the window's last event, after the last plain append
         assert _seqs(elsewhere) == list(range(1, 301))
         assert [e["i"] for e in elsewhere] == list(range(300))
 
@@ -553,10 +554,13 @@ class TestEventLogContract:
         self, log: EventLog, cid: str
     ) -> None:
         window = AppendWindow(log, cid, depth=4)
+        assert window.last_seq == 0
         for i in range(40):
             await window.put({"type": "t", "i": i})
             assert len(window._unfinished) < 4
+            assert window.last_seq <= i + 1  # only what is known stored
         await window.drain()
+        assert window.last_seq == 40
         assert not window._unfinished
         assert [e["i"] for e in await log.replay(cid, 0)] == list(range(40))
 

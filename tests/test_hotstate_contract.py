@@ -70,6 +70,28 @@ async def test_only_the_owner_refreshes_or_releases(hot: HotState) -> None:
     assert not await hot.refresh_lock("l", "a", 10)
 
 
+async def test_release_deletes_the_owners_records_only_when_the_lock_was_ours(
+    hot: HotState,
+) -> None:
+    assert await hot.acquire_lock("l3", "a", 5)
+    for key in ("active", "pending1", "pending2"):
+        await hot.put(key, {"k": key})
+    # Not the owner: the lock and its owner's record stay; the others go anyway.
+    released = await hot.release_lock("l3", "b", owned_records=["active"], records=["pending1"])
+    assert released is False
+    assert await hot.lock_owner("l3") == "a"
+    assert await hot.get("active") == {"k": "active"}
+    assert await hot.get("pending1") is None
+    # The owner: lock and both kinds of record, in one call.
+    released = await hot.release_lock("l3", "a", owned_records=["active"], records=["pending2"])
+    assert released is True
+    assert await hot.lock_owner("l3") is None
+    assert await hot.get("active") is None
+    assert await hot.get("pending2") is None
+    # Nothing to delete and no lock held: False, no error.
+    assert await hot.release_lock("l3", "a") is False
+
+
 async def test_concurrent_acquire_has_exactly_one_winner(hot: HotState) -> None:
     results = await asyncio.gather(*(hot.acquire_lock("race", f"o{i}", 5) for i in range(20)))
     assert sum(results) == 1
@@ -79,6 +101,25 @@ async def test_rate_counter(hot: HotState) -> None:
     key = uuid.uuid4().hex
     assert [await hot.hit(key, 3, 60) for _ in range(5)] == [True, True, True, False, False]
     assert await hot.hit(key + "other", 3, 60)
+
+
+async def test_redis_rate_counter_expires_after_its_window(redis_server: Any) -> None:
+    from memory.hotstate.redis import RedisHotState
+    from memory.redis_client import create_redis
+
+    client = create_redis(redis_server.url)
+    hot = RedisHotState(client, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    try:
+        assert await hot.hit("k", 5, 3600)
+        (counter,) = await client.keys(f"{hot.prefix}rate:k:*")
+        assert 0 < await client.ttl(counter) <= 3601  # given its expiry when new...
+        await client.expire(counter, 100_000)
+        assert await hot.hit("k", 5, 3600)
+        assert await client.ttl(counter) > 3601  # ...and not pushed back on each hit
+        assert await client.get(counter) == "2"
+    finally:
+        await hot.close()
+        await client.aclose()
 
 
 async def test_presence(hot: HotState) -> None:

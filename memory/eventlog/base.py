@@ -242,9 +242,13 @@ class AppendWindow:
     append is raised by a later :meth:`put` (once the appends before it are
     done) or by :meth:`drain`, after which the writer must stop: what it
     submitted after the failure is not stored.
+
+    ``last_seq``: the seq of the last event known stored (all of them after
+    :meth:`drain`), 0 before the first; what the writer records as the
+    conversation's position without asking the log.
     """
 
-    __slots__ = ("_conversation_id", "_depth", "_failed", "_log", "_unfinished")
+    __slots__ = ("_conversation_id", "_depth", "_failed", "_log", "_unfinished", "last_seq")
 
     def __init__(self, log: EventLog, conversation_id: str, *, depth: int = 256) -> None:
         self._log = log
@@ -252,6 +256,7 @@ class AppendWindow:
         self._depth = depth
         self._unfinished: deque[asyncio.Future[Event]] = deque()
         self._failed: BaseException | None = None
+        self.last_seq = 0
 
     async def put(self, event: Event) -> None:
         """Submit ``event``; wait only while ``depth`` appends are unfinished."""
@@ -261,7 +266,7 @@ class AppendWindow:
         self._check()
         future = self._log.submit(self._conversation_id, event)
         if future.done():  # an in-process log stores at once
-            future.result()
+            self.last_seq = future.result()["seq"]
             return
         unfinished.append(future)
         while len(unfinished) >= self._depth:
@@ -287,7 +292,9 @@ class AppendWindow:
             failure: BaseException | None = RuntimeError("an append was cancelled")
         else:
             failure = future.exception()
-        if failure is not None and self._failed is None:
+        if failure is None:
+            self.last_seq = future.result()["seq"]
+        elif self._failed is None:
             self._failed = failure
 
     def _check(self) -> None:

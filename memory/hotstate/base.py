@@ -14,7 +14,7 @@ In-process for the embedded default, Redis in production; one contract suite
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 
@@ -40,8 +40,20 @@ class HotState(ABC):
         """Extend our lock; False if it is no longer ours."""
 
     @abstractmethod
-    async def release_lock(self, name: str, owner: str) -> None:
-        """Release the lock if it is ours (never someone else's)."""
+    async def release_lock(
+        self,
+        name: str,
+        owner: str,
+        *,
+        owned_records: Sequence[str] = (),
+        records: Sequence[str] = (),
+    ) -> bool:
+        """Release the lock if it is ours (never someone else's); True if it was.
+
+        ``owned_records`` are deleted with it, only if it was ours (what its
+        owner kept beside it); ``records`` are deleted either way. Backends
+        over a network do all of it in one round trip.
+        """
 
     @abstractmethod
     async def lock_owner(self, name: str) -> str | None: ...

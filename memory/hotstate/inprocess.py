@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from memory.hotstate.base import HotState
@@ -42,9 +42,22 @@ class InProcessHotState(HotState):
         self._locks[name] = (owner, self._clock() + ttl_seconds)
         return True
 
-    async def release_lock(self, name: str, owner: str) -> None:
-        if self._live_lock(name) == owner:
+    async def release_lock(
+        self,
+        name: str,
+        owner: str,
+        *,
+        owned_records: Sequence[str] = (),
+        records: Sequence[str] = (),
+    ) -> bool:
+        ours = self._live_lock(name) == owner
+        if ours:
             del self._locks[name]
+            for key in owned_records:
+                self._records.pop(key, None)
+        for key in records:
+            self._records.pop(key, None)
+        return ours
 
     async def lock_owner(self, name: str) -> str | None:
         return self._live_lock(name)

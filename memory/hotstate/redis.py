@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -20,11 +20,18 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# KEYS: the lock, then ARGV[2] records deleted only if the lock is ours, then
+# records deleted either way.
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+local ours = redis.call('GET', KEYS[1]) == ARGV[1]
+local owned = tonumber(ARGV[2])
+if ours then
+  redis.call('DEL', unpack(KEYS, 1, 1 + owned))
 end
-return 0
+if #KEYS > 1 + owned then
+  redis.call('DEL', unpack(KEYS, 2 + owned))
+end
+return ours and 1 or 0
 """
 _ACQUIRE = """
 local current = redis.call('GET', KEYS[1])
@@ -35,6 +42,16 @@ end
 return 0
 """
 
+
+# A fixed-window counter: counted, and given its expiry when new. A script
+# costs the client half of what a MULTI/EXEC pipeline of the two commands does.
+_HIT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return count
+"""
 
 # _ACQUIRE, and when taken the record KEYS[2] (or false), in one call.
 _ACQUIRE_GET = """
@@ -55,6 +72,7 @@ class RedisHotState(HotState):
         self._acquire_get = redis.register_script(_ACQUIRE_GET)
         self._refresh = redis.register_script(_REFRESH)
         self._release = redis.register_script(_RELEASE)
+        self._hit = redis.register_script(_HIT)
 
     def _k(self, kind: str, name: str) -> str:
         return f"{self.prefix}{kind}:{name}"
@@ -79,8 +97,18 @@ class RedisHotState(HotState):
         ms = max(1, int(ttl_seconds * 1000))
         return bool(await self._refresh(keys=[self._k("lock", name)], args=[owner, ms]))
 
-    async def release_lock(self, name: str, owner: str) -> None:
-        await self._release(keys=[self._k("lock", name)], args=[owner])
+    async def release_lock(
+        self,
+        name: str,
+        owner: str,
+        *,
+        owned_records: Sequence[str] = (),
+        records: Sequence[str] = (),
+    ) -> bool:
+        keys = [self._k("lock", name)]
+        keys += [self._k("rec", key) for key in owned_records]
+        keys += [self._k("rec", key) for key in records]
+        return bool(await self._release(keys=keys, args=[owner, len(owned_records)]))
 
     async def lock_owner(self, name: str) -> str | None:
         value = await self.redis.get(self._k("lock", name))
@@ -89,10 +117,7 @@ class RedisHotState(HotState):
     async def hit(self, key: str, limit: int, window_seconds: float) -> bool:
         window = int(time.time() // window_seconds)
         counter = self._k("rate", f"{key}:{window}")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(counter)
-            pipe.expire(counter, int(window_seconds) + 1)
-            count, _ = await pipe.execute()
+        count = await self._hit(keys=[counter], args=[int(window_seconds) + 1])
         return int(count) <= limit
 
     async def set_presence(
