@@ -794,13 +794,20 @@ async def test_redis_publishes_only_when_another_replica_follows(redis_server: A
             assert published.messages == [], "published with no other replica following"
 
             tasks.append(await _follow_into(b, cid, on_b))
-            burst = [a.append(cid, {"type": "t", "i": i}) for i in range(3, 6)]
+            # Text with newlines and other control characters: one Redis argument
+            # carries a conversation's batch, one event per line.
+            burst = [
+                a.append(cid, {"type": "t", "i": i, "text": f"a\nb\r\n{i}\u2028"})
+                for i in range(3, 6)
+            ]
             await asyncio.gather(*burst)  # one batch: one message for the three
             await b.append(cid, {"type": "t", "i": 6})  # b's own: published for a
             await _until(lambda: len(on_a) == 7 and len(on_b) == 7)
             assert [e["seq"] for e in on_a] == list(range(1, 8))
             assert on_b == on_a
             assert [event_text(e) for e in on_b] == [event_text(e) for e in on_a]
+            assert [e.get("text") for e in on_b[3:6]] == [f"a\nb\r\n{i}\u2028" for i in range(3, 6)]
+            assert await a.replay(cid, 0) == on_a  # stored one entry per event
             await published.settle()
             assert len(published.messages) == 2
             origin, _, first = published.messages[0].partition("\n")[0].partition(" ")
