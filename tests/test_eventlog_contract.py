@@ -9,6 +9,7 @@ subscriber queue) are below it, outside the class.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -618,6 +619,39 @@ async def test_inprocess_save_load_round_trip(tmp_path: Path) -> None:
     assert await late.latest_seq("trimmed") == 8
     with pytest.raises(ResumeGap):
         await late.replay("trimmed", 3)
+
+
+async def test_inprocess_load_drops_events_that_do_not_join_the_head(tmp_path: Path) -> None:
+    """A hand-edited or torn snapshot: the seqs are kept, the events are not (resumes gap)."""
+    log = InProcessEventLog()
+    await _fill(log, "c", 4)
+    path = tmp_path / "events.jsonl"
+    log.save(path)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], lines[1], lines[3], lines[4]]) + "\n")  # seq 2 gone
+    loaded = InProcessEventLog()
+    assert loaded.load(path) == 0
+    assert await loaded.latest_seq("c") == 4
+    assert await loaded.replay("c", 4) == []
+    with pytest.raises(ResumeGap):
+        await loaded.replay("c", 2)
+
+
+async def test_inprocess_retained_events_are_no_work_for_the_garbage_collector() -> None:
+    """Retaining an event allocates nothing the collector tracks (no young object per token)."""
+    log = InProcessEventLog()
+    await log.append("c", {"type": "t"})
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(gc.get_objects())
+        for i in range(2000):
+            log._place("c", {"type": "response.text.delta", "delta": f"t{i}"})
+        grown = len(gc.get_objects()) - before
+    finally:
+        gc.enable()
+    assert grown < 100, f"{grown} tracked objects left by 2,000 retained events"
+    assert len(await log.replay("c", 0)) == 2001
 
 
 async def test_inprocess_load_missing_file(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 from memory.eventlog.base import (
@@ -45,11 +46,27 @@ class _QueueSubscription(Subscription):
 @dataclass
 class _ConversationLog:
     last_seq: int = 0
-    # (appended at, seq, the event as JSON): retained events are kept serialized,
-    # so thousands of them are a few objects the garbage collector need not walk
-    # (as dicts they made full collections, and so reply latency, grow with them).
-    events: deque[tuple[float, int, str]] = field(default_factory=deque)
+    # The retained events as JSON, and when each was appended; their seqs run
+    # contiguously up to last_seq. Strings and floats are not tracked by the
+    # garbage collector: retaining an event allocates no object it must walk
+    # (as dicts they made full collections grow with them; as (time, seq, text)
+    # tuples each was a young object, and at full load they alone set off a
+    # young collection every 20,000 events).
+    events: deque[str] = field(default_factory=deque)
+    times: deque[float] = field(default_factory=deque)
     subscribers: set[_QueueSubscription] = field(default_factory=set)
+
+    def first(self) -> int:
+        """The seq of the oldest retained event (``last_seq + 1`` when none is)."""
+        return self.last_seq - len(self.events) + 1
+
+    def keep(self, at: float, wire: str) -> None:
+        self.events.append(wire)
+        self.times.append(at)
+
+    def clear(self) -> None:
+        self.events.clear()
+        self.times.clear()
 
 
 class InProcessEventLog(EventLog):
@@ -79,9 +96,10 @@ class InProcessEventLog(EventLog):
 
     def _trim(self, log: _ConversationLog) -> None:
         horizon = self._clock() - self.ttl_seconds
-        events = log.events
-        while events and (len(events) > self.max_events or events[0][0] < horizon):
+        events, times = log.events, log.times
+        while events and (len(events) > self.max_events or times[0] < horizon):
             events.popleft()
+            times.popleft()
 
     async def append(self, conversation_id: str, event: Event) -> Event:
         return self._place(conversation_id, event)
@@ -100,7 +118,7 @@ class InProcessEventLog(EventLog):
         stored["conversation_id"] = conversation_id
         stored["seq"] = log.last_seq
         stored.wire = to_json(stored)
-        log.events.append((self._clock(), log.last_seq, stored.wire))
+        log.keep(self._clock(), stored.wire)
         self._trim(log)
         for sub in list(log.subscribers):
             sub.offer(stored)
@@ -110,17 +128,14 @@ class InProcessEventLog(EventLog):
         log = self._log(conversation_id)
         self._trim(log)
         if after > log.last_seq:
-            raise ResumeGap(conversation_id, after, self._first(log), log.last_seq)
+            raise ResumeGap(conversation_id, after, log.first(), log.last_seq)
         if after == log.last_seq:
             return []
-        first = self._first(log)
+        first = log.first()
         if after < first - 1:
             raise ResumeGap(conversation_id, after, first, log.last_seq)
-        return [LoggedEvent.parse(payload) for _, seq, payload in log.events if seq > after]
-
-    @staticmethod
-    def _first(log: _ConversationLog) -> int:
-        return log.events[0][1] if log.events else log.last_seq + 1
+        skip = after - first + 1
+        return [LoggedEvent.parse(payload) for payload in islice(log.events, skip, None)]
 
     async def latest_seq(self, conversation_id: str) -> int:
         log = self._logs.get(conversation_id)
@@ -132,7 +147,7 @@ class InProcessEventLog(EventLog):
             # Events up to ``seq`` were issued but are not here: what is retained
             # no longer joins up with the head, so drop it and let resumes gap.
             log.last_seq = seq
-            log.events.clear()
+            log.clear()
 
     async def subscribe(self, conversation_id: str) -> Subscription:
         log = self._log(conversation_id)
@@ -143,7 +158,7 @@ class InProcessEventLog(EventLog):
     async def forget(self, conversation_id: str) -> None:
         log = self._logs.get(conversation_id)
         if log is not None:
-            log.events.clear()
+            log.clear()
         self._swept.pop(conversation_id, None)
 
     def sweep(self) -> int:
@@ -165,7 +180,7 @@ class InProcessEventLog(EventLog):
             for cid, log in self._logs.items():
                 self._trim(log)
                 fh.write(json.dumps({"conversation_id": cid, "last_seq": log.last_seq}) + "\n")
-                for ts, _, payload in log.events:
+                for ts, payload in zip(log.times, log.events, strict=True):
                     fh.write(f'{{"ts":{ts!r},"event":{payload}}}\n')
                     count += 1
         tmp.replace(path)
@@ -175,25 +190,28 @@ class InProcessEventLog(EventLog):
         """Load events saved by :meth:`save`; a missing file loads nothing."""
         if not path.exists():
             return 0
-        count = 0
-        current: _ConversationLog | None = None
+        loaded: dict[str, tuple[int, list[tuple[int, float, str]]]] = {}
+        events: list[tuple[int, float, str]] = []
         with path.open(encoding="utf-8") as fh:
             for line in fh:
                 item = json.loads(line)
                 if "conversation_id" in item:
-                    current = self._log(item["conversation_id"])
-                    current.last_seq = max(current.last_seq, int(item["last_seq"]))
-                elif current is not None:
+                    events = []
+                    loaded[item["conversation_id"]] = (int(item["last_seq"]), events)
+                else:
                     event = item["event"]
-                    current.events.append(
-                        (
-                            float(item["ts"]),
-                            int(event["seq"]),
-                            to_json(event),
-                        )
-                    )
-                    count += 1
-        for log in self._logs.values():
+                    events.append((int(event["seq"]), float(item["ts"]), to_json(event)))
+        count = 0
+        for cid, (last_seq, saved) in loaded.items():
+            log = self._log(cid)
+            log.last_seq = max(log.last_seq, last_seq)
+            seqs = [seq for seq, _, _ in saved]
+            # Kept only if they join up with the head (save() writes them so).
+            if log.events or seqs != list(range(log.last_seq - len(saved) + 1, log.last_seq + 1)):
+                continue
+            for _, ts, wire in saved:
+                log.keep(ts, wire)
+            count += len(saved)
             self._trim(log)
         # Loaded once: after a later crash, a stale snapshot must not come back.
         path.unlink()
