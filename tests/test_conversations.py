@@ -409,6 +409,28 @@ async def test_a_message_to_a_taken_over_conversation_leaves_no_pending_mark(
     await svc.shutdown(timeout=5)
 
 
+async def test_a_reply_cancelled_while_waiting_for_the_lock_leaves_no_pending_mark(
+    store: Store, persona_id: str
+) -> None:
+    """The marks go with the lock's release; a reply that never got the lock unmarks too."""
+    provider = ScriptedLLM()
+    svc, session = await opened(store, persona_id, provider)
+    conv_id = session.conversation.id
+    assert await svc.hot.acquire_lock(f"reply:{conv_id}", "another-replica", 30)
+    message, _ = await svc.submit(session, client_id="c1", text="hello")
+    assert await svc.hot.get(f"pending:{message.id}") is not None
+    runner = svc._runners[conv_id]
+    assert runner.task is not None
+    await asyncio.sleep(0.1)  # retrying the lock another replica holds
+    runner.task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner.task
+    assert await svc.hot.get(f"pending:{message.id}") is None
+    assert await svc.hot.lock_owner(f"reply:{conv_id}") == "another-replica"
+    assert provider.calls == []
+    await svc.shutdown(timeout=5)
+
+
 async def test_hooks_see_stored_messages_and_add_context(store: Store, persona_id: str) -> None:
     """after_message runs for the person's message and the stored reply; context blocks
     reach the system prompt; a failing or slow hook never breaks the reply."""
