@@ -53,7 +53,11 @@ log = structlog.get_logger(__name__)
 # thousand times a minute at full load, each older-generation pass up to 30 ms,
 # and the time went to collecting objects that were about to be freed anyway.
 # At 20,000 a collection is rare; cyclic garbage waits for at most that many
-# objects. Measured in docs/benchmarks.md ("Serving", the collector row).
+# objects. Each young pass still costs 7-30 ms of CPU on a loaded server (it
+# touches every referent of every young object, cache-cold on a large heap), so
+# the hot paths avoid leaving tracked objects alive (memory/eventlog/inprocess.py);
+# at 5,000 the passes were no shorter and cost more in total. Measured in
+# docs/benchmarks.md ("Serving", the collector and in-process log rows).
 GC_THRESHOLDS = (20_000, 10, 10)
 
 
